@@ -1,0 +1,1 @@
+"""kuberank sidecar."""
