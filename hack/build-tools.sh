@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Build the local control plane's binaries from pinned Go modules (hack/go/*) into
+# $KUBERANK_CACHE/bin/<name>-<version>/. A warm run (every binary present) is a no-op.
+# Each set is built into a temporary directory and renamed into place, so an interrupted build
+# never leaves a half-filled cache. Go's build and module caches are kept between runs.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=go/versions.env
+source "$here/go/versions.env"
+cache=${KUBERANK_CACHE:-$HOME/.cache/kuberank}
+bin_root="$cache/bin"
+mkdir -p "$bin_root"
+
+export GOTOOLCHAIN=local CGO_ENABLED=0
+export GOFLAGS="-mod=mod -buildvcs=false"
+
+have_all() { # dir binary...
+  local dir=$1 b
+  shift
+  for b in "$@"; do [ -x "$dir/$b" ] || return 1; done
+}
+
+require_go() {
+  if ! command -v go >/dev/null; then
+    echo "error: 'go' is not on PATH; install Go 1.26 or newer (https://go.dev/dl/) and rerun 'make tools'" >&2
+    exit 1
+  fi
+  local v minor
+  v=$(go env GOVERSION) # e.g. go1.26.8
+  minor=${v#go1.}
+  minor=${minor%%[!0-9]*}
+  if [ "${minor:-0}" -lt 26 ]; then
+    echo "error: $v is too old: etcd $ETCD_VERSION, kwok $KWOK_VERSION and helm $HELM_VERSION need Go 1.26 or newer; install a newer Go and rerun 'make tools'" >&2
+    exit 1
+  fi
+}
+
+version_of() { # binary -> the line that names its version
+  case $(basename "$1") in
+    kubectl) "$1" version --client ;;
+    helm) "$1" version --short ;;
+    *) "$1" --version ;;
+  esac 2>&1 | head -n 1
+}
+
+# build_set NAME VERSION MODULE_DIR MAIN_MODULE LDFLAGS EXPECTED_VERSION_TEXT ESTIMATE PKG=BINARY...
+# @BUILD_DATE@ in LDFLAGS becomes MAIN_MODULE's release time, so rebuilds are reproducible.
+build_set() {
+  local name=$1 version=$2 moddir=$3 main_module=$4 ldflags=$5 expect=$6 estimate=$7
+  shift 7
+  local dest="$bin_root/$name-$version" binaries=() pkgs=() spec
+  for spec in "$@"; do
+    pkgs+=("${spec%%=*}")
+    binaries+=("${spec##*=}")
+  done
+  if have_all "$dest" "${binaries[@]}"; then
+    echo "==> $name $version: cached in $dest"
+    return 0
+  fi
+  require_go
+  local tmp
+  tmp=$(mktemp -d "$bin_root/.tmp-$name-$version.XXXXXX")
+  # shellcheck disable=SC2064  # expand $tmp now: the trap removes this run's directory
+  trap "rm -rf '$tmp'" EXIT
+  echo "==> building ${binaries[*]} $version with $(go env GOVERSION) (first run: $estimate)"
+  local start=$SECONDS date
+  cd "$here/go/$moddir"
+  date=$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "$main_module")
+  go build -trimpath -ldflags "-s -w ${ldflags//@BUILD_DATE@/$date}" -o "$tmp/" "${pkgs[@]}"
+  cd "$here"
+  local b got
+  for b in "${binaries[@]}"; do
+    got=$(version_of "$tmp/$b" || true)
+    case $got in
+      *"$expect"*) ;;
+      *)
+        echo "error: $b reports '$got', expected '$expect' (check its ldflags in hack/build-tools.sh)" >&2
+        exit 1
+        ;;
+    esac
+  done
+  rm -rf "$dest" # an incomplete set left by an older layout
+  mv "$tmp" "$dest"
+  trap - EXIT
+  echo "==> $name $version built in $((SECONDS - start))s: $dest"
+}
+
+# Two `make tools` at once (parallel sessions, CI retries) must not build the same set twice.
+exec 9>"$bin_root/.build.lock"
+if ! flock -n 9; then
+  echo "==> waiting for another hack/build-tools.sh to finish (lock $bin_root/.build.lock)"
+  flock 9
+fi
+
+build_set etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "${ETCD_VERSION#v}" "~2 min" .=etcd
+
+k8s_minor=${K8S_VERSION#v1.}
+k8s_minor=${k8s_minor%%.*}
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  # what kubernetes' hack/lib/version.sh sets, so /version reports the release, not v0.0.0
+  k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+  k8s_ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.gitCommit= -X $pkg.buildDate=@BUILD_DATE@"
+done
+build_set k8s "$K8S_VERSION" kubernetes k8s.io/kubernetes "$k8s_ldflags" "$K8S_VERSION" "~25 min on 2 cores" \
+  k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
+  k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
+  k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \
+  k8s.io/kubernetes/cmd/kubectl=kubectl
+
+build_set kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+  "$KWOK_VERSION" "~5 min" sigs.k8s.io/kwok/cmd/kwok=kwok
+
+# helm's Makefile derives its default Capabilities.KubeVersion from the client-go it is built with
+helm_client_go=$(awk '$1 == "k8s.io/client-go" {print $2}' "$here/go/helm/go.mod") # v0.37.0
+helm_k8s_minor=${helm_client_go#v0.}
+helm_k8s_minor=${helm_k8s_minor%%.*}
+helm_ldflags="-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
+done
+build_set helm "$HELM_VERSION" helm helm.sh/helm/v3 "$helm_ldflags" "$HELM_VERSION" "~5 min" \
+  helm.sh/helm/v3/cmd/helm=helm
+echo "==> tools ready in $bin_root"
