@@ -1,0 +1,1 @@
+"""Reference documents generated from their sources: CRD schema, chart values, metrics."""

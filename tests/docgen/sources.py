@@ -1,0 +1,40 @@
+"""Where each generated document comes from and goes to (the only file I/O of tests.docgen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.docgen import chart_values, crd_reference
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = REPO_ROOT / "crds"
+CONFIGURATION_MD = REPO_ROOT / "docs" / "configuration.md"
+CHART_DIR = REPO_ROOT / "charts" / "kuberank"
+
+
+def crd_files() -> list[Path]:
+    """The CRDs (crds/*.yaml; examples live in crds/examples/ and are not CRDs)."""
+    files = sorted(CRD_DIR.glob("*.yaml"))
+    if not files:
+        raise FileNotFoundError(f"no CRD in {CRD_DIR}: expected crds/<plural>.<group>.yaml")
+    return files
+
+
+def configuration_reference() -> tuple[Path, str]:
+    """docs/configuration.md: the references of every kuberank.dev CRD, one after another."""
+    parts: list[str] = []
+    for path in crd_files():
+        crd = yaml.safe_load(path.read_text())
+        if crd.get("spec", {}).get("group") != "kuberank.dev":
+            continue
+        parts.append(crd_reference.render_crd(crd=crd, source=str(path.relative_to(REPO_ROOT))))
+    return CONFIGURATION_MD, "\n".join(parts)
+
+
+def chart_readme() -> tuple[Path, str]:
+    """charts/kuberank/README.md with its parameter table rendered from values.yaml."""
+    readme = CHART_DIR / "README.md"
+    table = chart_values.render_table(values_text=(CHART_DIR / "values.yaml").read_text())
+    return readme, chart_values.splice(readme=readme.read_text(), table=table)
