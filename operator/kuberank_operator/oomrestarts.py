@@ -1,0 +1,249 @@
+"""Which inference pods to restart after out-of-memory events or a GPU that stopped working.
+
+A pod is restarted (deleted; its Deployment replaces it) when
+- its CUDA out-of-memory count reached `spec.oom.maxEvents` within `spec.oom.windowSeconds`,
+- a container of it was OOMKilled by the kubelet within that window, or
+- it has been stuck for `stuckSeconds` after a critical XID on its GPU (not ready, or work
+  queued with no pair finished).
+At most `maxRestartsPerHour` restarts per RerankerDeployment, and never more pods unavailable
+than the disruption budget allows. Everything here is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from kuberank_operator.specs import OomSpec
+
+RestartKind = Literal["xid", "oom-killed", "cuda-oom"]
+
+DEFAULT_STUCK_SECONDS = 120.0
+HOUR_S = 3600.0
+# The budget is never lowered below this, nor below the model's max length.
+MIN_TOKEN_BUDGET = 1024
+# CUDA-OOM restarts within the hour after which the token budget is halved.
+TOKEN_BUDGET_LOWER_AFTER = 2
+
+# XIDs after which the GPU needs a reset or a new process (NVIDIA's XID catalogue): double-bit
+# ECC (48), GSP/PMU faults (61, 62, 119, 120), row-remap failure (64), NVLink (74), fallen off
+# the bus (79), contained/uncontained ECC (94, 95).
+CRITICAL_XIDS: frozenset[int] = frozenset({48, 61, 62, 64, 74, 79, 94, 95, 119, 120})
+
+_SEVERITY: dict[RestartKind, int] = {"xid": 0, "oom-killed": 1, "cuda-oom": 2}
+
+
+class OomPolicyError(ValueError):
+    """A spec field cannot be used; the message names the field, the limit and the fix."""
+
+
+@dataclass(frozen=True)
+class OomPolicy:
+    """spec.oom of one RerankerDeployment, validated."""
+
+    max_events: int
+    window_s: float
+    max_restarts_per_hour: int
+    stuck_s: float
+
+
+def oom_policy(oom: OomSpec, *, stuck_s: float = DEFAULT_STUCK_SECONDS) -> OomPolicy:
+    """The policy of spec.oom."""
+    return OomPolicy(
+        max_events=oom.max_events,
+        window_s=float(oom.window_seconds),
+        max_restarts_per_hour=oom.max_restarts_per_hour,
+        stuck_s=stuck_s,
+    )
+
+
+def max_unavailable(value: int | str, *, replicas: int) -> int:
+    """A PodDisruptionBudget's maxUnavailable (count or "N%", rounded up) as a pod count."""
+    if isinstance(value, int):
+        return max(0, value)
+    text = value.strip()
+    if not text.endswith("%") or not text[:-1].isdigit():
+        raise OomPolicyError(
+            f"spec.rollout.maxUnavailable is {value!r}; use a count or a percentage like 25%"
+        )
+    return -(-replicas * int(text[:-1]) // 100)
+
+
+@dataclass(frozen=True)
+class PodHealth:
+    """What the operator knows about one pod when it decides restarts."""
+
+    name: str
+    uid: str
+    ready: bool
+    terminating: bool
+    cuda_ooms_in_window: float | None
+    oom_killed_at: float | None
+    stuck_since: float | None
+    stuck_xid: int | None
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    """Delete `pod` (uid guards against deleting its replacement) because of `reason`."""
+
+    pod: str
+    uid: str
+    kind: RestartKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestartPlan:
+    """Restarts to do now, and those wanted but held back, with why."""
+
+    restarts: tuple[RestartDecision, ...]
+    held_back: tuple[tuple[RestartDecision, str], ...]
+
+
+def parse_time(value: str) -> float:
+    """RFC 3339 as Kubernetes writes it ("2026-11-22T14:00:00Z") to epoch seconds."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def last_oom_kill(pod: Mapping[str, Any]) -> float | None:
+    """When a container of this pod (a Kubernetes Pod object) last ended OOMKilled, if ever."""
+    status = pod.get("status") or {}
+    times: list[float] = []
+    for container in status.get("containerStatuses") or []:
+        for key in ("state", "lastState"):
+            terminated = (container.get(key) or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                finished = terminated.get("finishedAt")
+                if finished:
+                    times.append(parse_time(str(finished)))
+    return max(times) if times else None
+
+
+def update_stuck_since(
+    previous: float | None,
+    *,
+    last_xid: int | None,
+    ready: bool | None,
+    queue_depth: float | None,
+    progressed: bool | None,
+    now: float,
+) -> float | None:
+    """Since when a pod has been stuck after a critical XID; None when it is not.
+
+    Stuck means the GPU reported a critical XID and the server is not ready (or unreachable),
+    or it has work queued and finished no pair since the last evaluation.
+    """
+    if last_xid is None or last_xid not in CRITICAL_XIDS:
+        return None
+    stalled = ready is not True or (bool(queue_depth) and progressed is False)
+    if not stalled:
+        return None
+    return previous if previous is not None else now
+
+
+def restart_candidates(
+    *, policy: OomPolicy, pods: Iterable[PodHealth], now: float
+) -> list[RestartDecision]:
+    """Every pod that needs a restart now, most severe first."""
+    wanted: list[RestartDecision] = []
+    for pod in pods:
+        if pod.terminating:
+            continue
+        if pod.stuck_since is not None and now - pod.stuck_since >= policy.stuck_s:
+            wanted.append(
+                RestartDecision(
+                    pod=pod.name,
+                    uid=pod.uid,
+                    kind="xid",
+                    reason=f"stuck {now - pod.stuck_since:.0f}s after critical XID {pod.stuck_xid}",
+                )
+            )
+        elif pod.oom_killed_at is not None and now - pod.oom_killed_at <= policy.window_s:
+            wanted.append(
+                RestartDecision(
+                    pod=pod.name, uid=pod.uid, kind="oom-killed", reason="container OOMKilled"
+                )
+            )
+        elif pod.cuda_ooms_in_window is not None and pod.cuda_ooms_in_window >= policy.max_events:
+            wanted.append(
+                RestartDecision(
+                    pod=pod.name,
+                    uid=pod.uid,
+                    kind="cuda-oom",
+                    reason=f"{pod.cuda_ooms_in_window:.0f} CUDA out-of-memory errors in "
+                    f"{policy.window_s:g}s (limit {policy.max_events})",
+                )
+            )
+    wanted.sort(key=lambda d: (_SEVERITY[d.kind], d.pod))
+    return wanted
+
+
+def restarts_in_last_hour(restart_times: Iterable[float], *, now: float) -> list[float]:
+    """The restart times that still count against maxRestartsPerHour."""
+    return sorted(t for t in restart_times if now - t < HOUR_S)
+
+
+def plan_restarts(
+    *,
+    policy: OomPolicy,
+    pods: Sequence[PodHealth],
+    replicas: int,
+    max_unavailable: int,
+    restart_times: Iterable[float],
+    now: float,
+) -> RestartPlan:
+    """Pick the restarts allowed now by the hourly limit and the disruption budget.
+
+    Deleting a pod that is already unavailable does not reduce availability, so it needs no
+    budget; it still counts against the hourly limit.
+    """
+    candidates = restart_candidates(policy=policy, pods=pods, now=now)
+    used = len(restarts_in_last_hour(restart_times, now=now))
+    ready_by_name = {p.name: p.ready for p in pods}
+    unavailable = sum(1 for p in pods if not p.ready or p.terminating)
+    unavailable += max(0, replicas - len(pods))
+    restarts: list[RestartDecision] = []
+    held: list[tuple[RestartDecision, str]] = []
+    for decision in candidates:
+        if used >= policy.max_restarts_per_hour:
+            held.append(
+                (
+                    decision,
+                    f"rate limit: {used} restarts in the last hour "
+                    f"(spec.oom.maxRestartsPerHour={policy.max_restarts_per_hour})",
+                )
+            )
+            continue
+        costs_budget = ready_by_name.get(decision.pod, False)
+        if costs_budget and unavailable >= max_unavailable:
+            held.append(
+                (
+                    decision,
+                    f"disruption budget: {unavailable} pod(s) unavailable, "
+                    f"at most {max_unavailable} allowed",
+                )
+            )
+            continue
+        restarts.append(decision)
+        used += 1
+        if costs_budget:
+            unavailable += 1
+    return RestartPlan(restarts=tuple(restarts), held_back=tuple(held))
+
+
+def lowered_token_budget(
+    *, policy: OomPolicy, current: int, cuda_oom_restarts_last_hour: int, max_length: int
+) -> int | None:
+    """A lower token budget after repeated CUDA-OOM restarts, or None to keep the current one.
+
+    Halves the budget, rounded down to a multiple of 256, never below the larger of
+    MIN_TOKEN_BUDGET and the model's max length (one full sequence must still fit).
+    """
+    if policy.max_restarts_per_hour == 0 or cuda_oom_restarts_last_hour < TOKEN_BUDGET_LOWER_AFTER:
+        return None
+    floor = max(MIN_TOKEN_BUDGET, max_length)
+    lowered = max(floor, (current // 512) * 256)
+    return lowered if lowered < current else None
