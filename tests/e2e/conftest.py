@@ -1,0 +1,33 @@
+"""The e2e session's local control plane (see tests/localcluster).
+
+`local_cluster` starts once per session: real etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok with three fake GPU nodes (gpu-h100-0/1: 8 × nvidia.com/gpu each;
+gpu-mig-0: 7 × nvidia.com/mig-1g.10gb). Tests that consume GPUs should add their own nodes
+(`local_cluster.add_gpu_nodes(..., prefix="mytest")`, selected by kuberank.dev/node-pool=mytest)
+and delete what they create. Set KUBERANK_CLUSTER_LOGS=DIR to keep the components' logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.localcluster import LocalCluster, running_cluster
+
+_E2E_DIR = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # every test under tests/e2e needs the control plane: mark it so `-m "not e2e"` skips it
+    for item in items:
+        if _E2E_DIR in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[LocalCluster]:
+    """A running local cluster shared by the session; stopped (no process, no files) after."""
+    with running_cluster() as cluster:
+        yield cluster
