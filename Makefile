@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps venv tools lint fmt test unit integration e2e test-gpu \
         demo cluster-up cluster-down cluster-status bench clean
+.PHONY: docs sync-chart
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,6 +68,13 @@ cluster-down: venv ## stop the local control plane and remove its state
 
 cluster-status: venv ## is the local control plane up?
 	@$(PY) -m tests.localcluster status
+
+docs: venv ## regenerate docs/configuration.md, the chart's parameter table, the Grafana dashboard
+	@$(PY) -m tests.docgen all
+	@hack/sync-chart-files.sh
+
+sync-chart: ## copy crds/, dashboards/ and deploy/prometheus/ into charts/kuberank (Helm reads no outside file)
+	@hack/sync-chart-files.sh
 
 clean: cluster-down ## remove the venv and caches inside the repo (not $(KUBERANK_CACHE))
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
