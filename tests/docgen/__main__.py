@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 from tests.docgen import sources
 
-TARGETS: dict[str, Callable[[], tuple[Path, str]]] = {
+TARGETS: dict[str, sources.Generator] = {
     "crd": sources.configuration_reference,
     "chart-values": sources.chart_readme,
+    "dashboard": sources.grafana_dashboard,
 }
 
 

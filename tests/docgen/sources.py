@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
-from tests.docgen import chart_values, crd_reference
+from tests.docgen import chart_values, crd_reference, dashboard
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO_ROOT / "crds"
 CONFIGURATION_MD = REPO_ROOT / "docs" / "configuration.md"
 CHART_DIR = REPO_ROOT / "charts" / "kuberank"
+DASHBOARD_JSON = REPO_ROOT / "dashboards" / "kuberank.json"
+
+# A generator: the path it writes and the text that belongs there.
+Generator = Callable[[], tuple[Path, str]]
 
 
 def crd_files() -> list[Path]:
@@ -38,3 +44,8 @@ def chart_readme() -> tuple[Path, str]:
     readme = CHART_DIR / "README.md"
     table = chart_values.render_table(values_text=(CHART_DIR / "values.yaml").read_text())
     return readme, chart_values.splice(readme=readme.read_text(), table=table)
+
+
+def grafana_dashboard() -> tuple[Path, str]:
+    """dashboards/kuberank.json (the chart packages a copy: `make sync-chart`)."""
+    return DASHBOARD_JSON, json.dumps(dashboard.build_dashboard(), indent=2) + "\n"

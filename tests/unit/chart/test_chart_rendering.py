@@ -1,0 +1,283 @@
+"""`helm lint` and `helm template` of charts/kuberank: clean, secure by default, least privilege."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.chart.conftest import CHART_DIR, REPO_ROOT, Render
+
+CI_VALUES = sorted((CHART_DIR / "ci").glob("*-values.yaml"))
+Helm = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = by_kind(objects, kind)
+    assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def pod_specs(objects: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            yield obj["metadata"]["name"], obj["spec"]
+        elif obj["kind"] in {"Deployment", "StatefulSet", "DaemonSet", "Job"}:
+            yield obj["metadata"]["name"], obj["spec"]["template"]["spec"]
+
+
+def test_ci_scenarios_exist() -> None:
+    assert len(CI_VALUES) >= 3, f"expected ci/*-values.yaml scenarios in {CHART_DIR / 'ci'}"
+
+
+@pytest.mark.parametrize("values", [None, *CI_VALUES], ids=lambda p: p.name if p else "defaults")
+def test_helm_lint_is_clean(helm: Helm, values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART_DIR)]
+    if values is not None:
+        args += ["--values", str(values)]
+    done = helm(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+    assert "[WARNING]" not in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=lambda p: p.name)
+def test_every_ci_scenario_renders(render: Render, values: Path) -> None:
+    objects = render(values=[values])
+    assert one(objects, "Deployment")["kind"] == "Deployment"
+
+
+def test_defaults_render_the_operator_and_its_rbac(render: Render) -> None:
+    objects = render()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted(
+        [
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Deployment",
+            "Pod",  # the helm test hook
+            "Service",
+            "ServiceAccount",
+        ]
+    )
+    deployment = one(objects, "Deployment")
+    assert deployment["metadata"]["name"] == "kuberank"
+    assert deployment["metadata"]["namespace"] == "kuberank-system"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == f"ghcr.io/kuberank/kuberank:{chart_app_version()}"
+    assert container["command"] == ["kuberank-operator"]
+
+
+def chart_app_version() -> str:
+    return str(yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())["appVersion"])
+
+
+def test_every_object_carries_the_standard_labels(render: Render) -> None:
+    everything = render(
+        "alertWebhook.enabled=true",
+        "monitoring.podMonitor.enabled=true",
+        "monitoring.prometheusRule.enabled=true",
+        "monitoring.grafanaDashboard.enabled=true",
+        "commonLabels.team=search",
+    )
+    for obj in everything:
+        labels = obj["metadata"].get("labels", {})
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert labels.get("app.kubernetes.io/name") == "kuberank", name
+        assert labels.get("app.kubernetes.io/instance") == "kuberank", name
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", name
+        assert labels.get("helm.sh/chart", "").startswith("kuberank-"), name
+        assert labels.get("team") == "search", name
+
+
+def test_selector_labels_select_the_pods_and_nothing_more(render: Render) -> None:
+    objects = render("operator.podLabels.extra=yes")
+    deployment = one(objects, "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    # The selector is immutable: it must not contain labels that change with a release.
+    assert "helm.sh/chart" not in selector
+    assert "app.kubernetes.io/version" not in selector
+    assert one(objects, "Service")["spec"]["selector"] == selector
+
+
+def test_fullname_follows_release_and_overrides(render: Render) -> None:
+    assert one(render(release="search"), "Deployment")["metadata"]["name"] == "search-kuberank"
+    assert one(render(release="kuberank-prod"), "Deployment")["metadata"]["name"] == "kuberank-prod"
+    named = render("fullnameOverride=rr", release="search")
+    assert one(named, "Deployment")["metadata"]["name"] == "rr"
+    assert one(named, "ServiceAccount")["metadata"]["name"] == "rr"
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        ("alertWebhook.enabled=true", "operator.replicaCount=2"),
+    ],
+    ids=["defaults", "webhook-2-replicas"],
+)
+def test_every_container_is_locked_down(render: Render, sets: tuple[str, ...]) -> None:
+    for name, spec in pod_specs(render(*sets)):
+        pod_ctx = spec.get("securityContext", {})
+        assert pod_ctx.get("runAsNonRoot") is True, name
+        assert pod_ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert not spec.get("hostNetwork"), name
+        assert not spec.get("hostPID"), name
+        for container in spec["containers"]:
+            ctx = container["securityContext"]
+            where = f"{name}/{container['name']}"
+            assert ctx["runAsNonRoot"] is True, where
+            assert ctx["runAsUser"] != 0, where
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx["privileged"] is False, where
+            assert ctx["capabilities"] == {"drop": ["ALL"]}, where
+            assert container.get("resources", {}).get("requests"), where
+
+
+def _rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [rule for role in by_kind(objects, "ClusterRole") for rule in role["rules"]]
+
+
+def test_rbac_grants_no_wildcards_secrets_or_escalation(render: Render) -> None:
+    rules = _rules(render("alertWebhook.enabled=true"))
+    assert rules
+    forbidden_resources = {
+        "secrets", "configmaps", "pods/exec", "pods/attach", "pods/portforward",
+        "roles", "rolebindings", "clusterroles", "clusterrolebindings", "serviceaccounts/token",
+        "nodes/proxy", "customresourcedefinitions-write",
+    }  # fmt: skip
+    for rule in rules:
+        assert "*" not in rule["verbs"], rule
+        assert "*" not in rule["resources"], rule
+        assert "*" not in rule.get("apiGroups", []), rule
+        assert not set(rule["resources"]) & forbidden_resources, rule
+        assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
+
+
+def test_cluster_scoped_role_is_read_only(render: Render) -> None:
+    cluster = next(
+        r for r in by_kind(render(), "ClusterRole") if r["metadata"]["name"].endswith("-cluster")
+    )
+    for rule in cluster["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+
+
+def test_watch_namespaces_binds_only_those_namespaces(render: Render) -> None:
+    objects = render("operator.watchNamespaces={search,rag}")
+    bindings = by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["rag", "search"]
+    for binding in bindings:
+        assert binding["roleRef"]["name"] == "kuberank-workloads"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "kuberank", "namespace": "kuberank-system"}
+        ]
+    # Only the read-only cluster role stays bound cluster-wide.
+    assert [b["roleRef"]["name"] for b in by_kind(objects, "ClusterRoleBinding")] == [
+        "kuberank-cluster"
+    ]
+    args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=search" in args
+    assert "--namespace=rag" in args
+    assert "--all-namespaces" not in args
+
+
+def test_image_digest_wins_over_tag(render: Render) -> None:
+    digest = "sha256:" + "ab" * 32
+    objects = render(f"image.digest={digest}", "image.tag=9.9.9", "image.registry=registry.local")
+    image = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"registry.local/kuberank/kuberank@{digest}"
+
+
+def test_webhook_token_secret_is_wired_into_the_operator(render: Render) -> None:
+    objects = render("alertWebhook.enabled=true")
+    secret = one(objects, "Secret")
+    assert secret["metadata"]["name"] == "kuberank-webhook"
+    assert set(secret["data"]) == {"token"}
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["KUBERANK_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "kuberank-webhook", "key": "token"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["webhook"] == 8081
+    service_ports = {p["name"] for p in one(objects, "Service")["spec"]["ports"]}
+    assert service_ports == {"http", "webhook"}
+
+
+def test_existing_webhook_secret_is_used_not_created(render: Render) -> None:
+    objects = render("alertWebhook.enabled=true", "alertWebhook.existingSecret=am-token")
+    assert not by_kind(objects, "Secret")
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["KUBERANK_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "am-token"
+
+
+def test_dashboard_configmap_holds_the_dashboard(render: Render) -> None:
+    objects = render(
+        "monitoring.grafanaDashboard.enabled=true", "monitoring.grafanaDashboard.namespace=grafana"
+    )
+    configmap = one(objects, "ConfigMap")
+    assert configmap["metadata"]["namespace"] == "grafana"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((REPO_ROOT / "dashboards" / "kuberank.json").read_text())
+    assert json.loads(configmap["data"]["kuberank.json"]) == shipped
+
+
+def test_prometheus_rule_carries_every_shipped_group(render: Render) -> None:
+    rule_files = sorted((CHART_DIR / "files" / "rules").glob("*.yaml"))
+    assert rule_files, "the chart ships no alert rules: run `make sync-chart`"
+    expected = [
+        group["name"] for path in rule_files for group in yaml.safe_load(path.read_text())["groups"]
+    ]
+    base = "https://runbooks.example.com/kuberank"
+    objects = render(
+        "monitoring.prometheusRule.enabled=true",
+        f"monitoring.prometheusRule.runbookBaseUrl={base}",
+        "monitoring.prometheusRule.labels.release=kps",
+    )
+    rule = one(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kps"
+    assert [g["name"] for g in rule["spec"]["groups"]] == expected
+    for group in rule["spec"]["groups"]:
+        for alert in (r for r in group["rules"] if "alert" in r):
+            url = alert.get("annotations", {}).get("runbook_url", "")
+            assert url.startswith(base + "/"), f"{alert['alert']}: runbook_url {url!r}"
+
+
+def test_pod_monitor_scrapes_the_operator_port(render: Render) -> None:
+    objects = render("monitoring.podMonitor.enabled=true", "monitoring.podMonitor.interval=15s")
+    monitor = one(objects, "PodMonitor")
+    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert monitor["spec"]["selector"]["matchLabels"] == selector
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+    ]
+
+
+def test_helm_test_hook_asks_the_operator_service(render: Render) -> None:
+    pod = one(render(), "Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert command[-1] == "http://kuberank.kuberank-system.svc:8080/healthz"
+    assert not by_kind(render("tests.enabled=false"), "Pod")
+
+
+def test_notes_name_the_release_and_the_crd(helm: Helm) -> None:
+    done = helm("install", "kr", str(CHART_DIR), "--dry-run=client", "-n", "search")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.split("NOTES:", 1)[1]
+    assert "helm test kr -n search" in notes
+    assert "rerankerdeployments.kuberank.dev" in notes or "CRD" in notes
