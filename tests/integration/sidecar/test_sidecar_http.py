@@ -7,9 +7,11 @@ import json
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -73,7 +75,9 @@ def kubelet(tmp_path: Path) -> Iterator[list[ContainerDevices]]:
     server.stop(None).wait()
 
 
-async def test_handshake_file_limits_export_to_the_pods_gpu(tmp_path: Path, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+async def test_handshake_file_limits_export_to_the_pods_gpu(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
     (tmp_path / "device.json").write_text(
         json.dumps(
             {
@@ -87,7 +91,7 @@ async def test_handshake_file_limits_export_to_the_pods_gpu(tmp_path: Path, aioh
         )
     )
     sidecar = Sidecar(_config(tmp_path), FakeNvml("h100x8"))
-    client: TestClient = await aiohttp_client(build_app(sidecar))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(build_app(sidecar))
     reply = await client.get("/metrics")
     assert reply.status == 200
     assert reply.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
@@ -101,21 +105,21 @@ async def test_handshake_file_limits_export_to_the_pods_gpu(tmp_path: Path, aioh
     assert tuning["state"] == "disabled"
 
 
-async def test_no_claim_means_no_gpu_is_exported(tmp_path: Path, aiohttp_client) -> None:  # type: ignore[no-untyped-def]
+async def test_no_claim_means_no_gpu_is_exported(tmp_path: Path, aiohttp_client: Any) -> None:
     sidecar = Sidecar(_config(tmp_path), FakeNvml("h100x8"))
-    client: TestClient = await aiohttp_client(build_app(sidecar))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(build_app(sidecar))
     text = await (await client.get("/metrics")).text()
     assert _gpus_in(text) == set()
-    assert (
-        'kuberank_gpu_owned_devices{Hostname="node-1",namespace="search",pod="rr-0",source="none"} 0'
-        in text
+    owned = (
+        'kuberank_gpu_owned_devices{Hostname="node-1",namespace="search",pod="rr-0",source="none"}'
     )
+    assert f"{owned} 0" in text
 
 
 async def test_pod_resources_socket_wins_and_sharing_refuses_tuning(
     tmp_path: Path,
     kubelet: list[ContainerDevices],
-    aiohttp_client,  # type: ignore[no-untyped-def]
+    aiohttp_client: Any,
 ) -> None:
     kubelet.extend(
         [
@@ -139,7 +143,7 @@ async def test_pod_resources_socket_wins_and_sharing_refuses_tuning(
     )
     fake = FakeNvml("h100x8")
     sidecar = Sidecar(_config(tmp_path, tuning=TuningRequest(power_limit_w=500.0)), fake)
-    client: TestClient = await aiohttp_client(build_app(sidecar))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(build_app(sidecar))
     text = await (await client.get("/metrics")).text()
     assert _gpus_in(text) == {UUIDS[1], UUIDS[2]}
     states = {
