@@ -45,6 +45,11 @@ class _EnvDefaults(argparse.ArgumentParser):
         self.add_argument(name, default=default, help=f"{help_text} [env {env}]", **kwargs)  # type: ignore[arg-type]
 
 
+def _optional_path(value: str) -> Path | None:
+    """An empty value turns the file off."""
+    return Path(value) if value.strip() else None
+
+
 def _positive(flag: str) -> type[float]:
     class Positive(float):
         def __new__(cls, value: str) -> Positive:
@@ -176,8 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.flag(
         "--tuning-journal",
         default=DEFAULT_JOURNAL,
-        type=Path,
-        help="file (on the pod's emptyDir) recording settings to restore after a crash",
+        type=_optional_path,
+        help="file (on the pod's emptyDir) recording settings to restore after a crash; "
+        "empty: keep no journal",
     )
     p.flag(
         "--dry-run",
