@@ -1,15 +1,234 @@
-"""Command line of kuberank-operator."""
+"""Command line of kuberank-operator. Every --foo-bar flag also reads env KUBERANK_FOO_BAR."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from kuberank_operator.config import OperatorConfig
+
+T = TypeVar("T")
+ENV_PREFIX = "KUBERANK_"
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="kuberank-operator", description="kuberank operator")
+class ConfigError(ValueError):
+    """A flag or environment value that cannot be used; the message names it and the fix."""
+
+
+def env_name(flag: str) -> str:
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def _from_env(env: Mapping[str, str], flag: str, default: T, parse: Callable[[str], T]) -> T:
+    raw = env.get(env_name(flag))
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{env_name(flag)}={raw!r} is not valid for {flag}: {exc}") from None
+
+
+def parse_bool(raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ValueError("use true or false")
+
+
+def parse_namespaces(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port, 0 to 65535 (0 picks a free one)")
+    return value
+
+
+def _resync(raw: str) -> float:
+    value = float(raw)
+    if value < 10:
+        raise ValueError("must be at least 10 seconds")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"choose one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def _arg_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(raw: str) -> T:
+        try:
+            return parse(raw)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+    d = OperatorConfig()
+    p = argparse.ArgumentParser(
+        prog="kuberank-operator",
+        description=(
+            "Run the kuberank operator: turns each RerankerDeployment (kuberank.dev/v1alpha1) "
+            "into one inference pod per GPU or MIG slice, with a Service, a "
+            "PodDisruptionBudget, status conditions and Events. Every --foo-bar flag can also "
+            "be set with the environment variable KUBERANK_FOO_BAR; a flag wins over the "
+            "environment."
+        ),
+    )
+
+    def add(flag: str, default: T, parse: Callable[[str], T], help_: str, **kw: object) -> None:
+        value = _from_env(env, flag, default, parse)
+        p.add_argument(
+            flag,
+            default=value,
+            type=_arg_type(parse),
+            help=f"{help_} [env {env_name(flag)}; default: {default!r}]",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    add(
+        "--namespaces",
+        d.namespaces,
+        parse_namespaces,
+        "comma-separated namespaces to watch; empty watches all namespaces (cluster-wide). "
+        "Capacity counting sees only pods in watched namespaces",
+        metavar="NS[,NS...]",
+    )
+    add(
+        "--kubeconfig",
+        d.kubeconfig,
+        str,
+        "kubeconfig file; default: the pod's service account in a cluster, else $KUBECONFIG "
+        "or ~/.kube/config",
+        metavar="PATH",
+    )
+    add("--log-format", d.log_format, _choice("json", "text"), "log lines as json or text")
+    add(
+        "--log-level",
+        d.log_level,
+        _choice("debug", "info", "warning", "error"),
+        "least severe log level printed",
+    )
+    add(
+        "--metrics-host",
+        d.metrics_host,
+        str,
+        "address of the HTTP endpoint serving /metrics, /healthz and /readyz",
+    )
+    add(
+        "--metrics-port",
+        d.metrics_port,
+        _port,
+        "port of the HTTP endpoint serving /metrics, /healthz and /readyz",
+    )
+    add(
+        "--workers",
+        d.workers,
+        _positive_int,
+        "reconciles that run at once (different RerankerDeployments)",
+    )
+    add(
+        "--api-threads",
+        d.api_threads,
+        _positive_int,
+        "threads (and pooled connections) for requests to the Kubernetes API",
+    )
+    add(
+        "--resync-seconds",
+        d.resync_seconds,
+        _resync,
+        "how often every RerankerDeployment is re-applied even when nothing changed, "
+        "correcting edits to its objects that the index cannot see",
+    )
+    add(
+        "--peering",
+        d.peering,
+        str,
+        "kopf peering object name; empty runs standalone (one replica). Set it when running "
+        "two or more replicas: the one with the highest --priority works, the others wait. "
+        "Needs the KopfPeering/ClusterKopfPeering CRDs (crds/kopf-peering.yaml) and an "
+        "object of that name",
+        metavar="NAME",
+    )
+    add(
+        "--priority",
+        d.priority,
+        int,
+        "peering priority; 0 picks a random one at start so that replicas differ",
+    )
+    add(
+        "--sidecar-pod-resources",
+        d.sidecar_pod_resources,
+        parse_bool,
+        "mount the kubelet pod-resources socket (hostPath) into each GPU sidecar so it "
+        "resolves its device exactly; otherwise it reads the inference container's handshake",
+        metavar="BOOL",
+    )
+    p.add_argument("--version", action="version", version="%(prog)s 0.1.0")
+    return p
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> OperatorConfig:
+    try:
+        parser = build_parser(env)
+    except ConfigError as exc:
+        raise SystemExit(f"kuberank-operator: error: {exc}") from None
+    args = parser.parse_args(argv)
+    return OperatorConfig(
+        namespaces=tuple(args.namespaces),
+        kubeconfig=args.kubeconfig or None,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        workers=args.workers,
+        api_threads=args.api_threads,
+        resync_seconds=args.resync_seconds,
+        peering=args.peering,
+        priority=args.priority,
+        sidecar_pod_resources=args.sidecar_pod_resources,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    build_parser().parse_args(argv)
+    config = parse_config(argv)
+    if config.kubeconfig:
+        # kopf's login reads $KUBECONFIG; both API clients then use the same credentials.
+        os.environ["KUBECONFIG"] = config.kubeconfig
+    # Imported late: --help and bad flags answer without loading kopf and the kubernetes client.
+    from kuberank_operator import main as handlers
+    from kuberank_operator import running
+
+    running.run(config, registry=handlers.registry)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

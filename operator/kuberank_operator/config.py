@@ -1,0 +1,29 @@
+"""The operator's settings, as the command line and environment give them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # Namespaces to watch; empty means all namespaces (cluster-wide).
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: str | None = None
+    log_format: str = "json"
+    log_level: str = "info"
+    # The pod's probe and scrape port listens on every interface.
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 8080
+    workers: int = 4
+    api_threads: int = 8
+    resync_seconds: float = 300.0
+    # kopf peering: empty runs standalone (one replica); a name coordinates replicas through
+    # the KopfPeering/ClusterKopfPeering object of that name.
+    peering: str = ""
+    priority: int = 0
+    sidecar_pod_resources: bool = False
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces

@@ -1,0 +1,318 @@
+"""The reconcile loop: a work queue of RerankerDeployment keys and the workers that drain it.
+
+kopf watches and indexes; its event handlers only add keys here. A worker takes a key, reads
+the resource and everything related from the indexes, renders what should exist, applies what
+differs (server-side apply), computes the status and posts an Event for each action. Level-
+triggered and safe to repeat: an operator killed at any point converges when started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kuberank_operator import metrics, planning, statuses
+from kuberank_operator.capacity import count_capacity
+from kuberank_operator.indexes import Key, World
+from kuberank_operator.kubeapi import ApiError, KubeApi
+from kuberank_operator.naming import Owner
+from kuberank_operator.rendering import RenderOptions, render_children
+from kuberank_operator.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.workqueue import QueueClosedError, WorkQueue
+
+logger = logging.getLogger(__name__)
+
+# Capacity changes (a pod bound, a node added) re-check capacity-limited resources at most
+# this often, however many pods change.
+CAPACITY_DEBOUNCE_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ControllerOptions:
+    workers: int = 4
+    resync_seconds: float = 300.0
+    render: RenderOptions = field(default_factory=RenderOptions)
+
+
+@dataclass
+class _Memory:
+    """Per resource, what this process did: survives between reconciles, not restarts."""
+
+    applied: dict[str, planning.Remembered] = field(default_factory=dict)
+    next_resync: float = 0.0
+    failures: int = 0
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        world: World,
+        options: ControllerOptions,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._api = api
+        self._world = world
+        self._options = options
+        self._clock = clock
+        self.queue: WorkQueue[Key] = WorkQueue(clock=clock)
+        self._memory: dict[Key, _Memory] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._capacity_pending = False
+
+    # --- what kopf's handlers call -------------------------------------------------------
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+
+    def forget(self, key: Key) -> None:
+        """The resource is gone; its children go by garbage collection (ownerReferences)."""
+        self.queue.forget(key)
+        self._memory.pop(key, None)
+
+    def capacity_changed(self) -> None:
+        """Devices were taken or freed: capacity-limited resources should look again, soon."""
+        if self._capacity_pending:
+            return
+        self._capacity_pending = True
+        asyncio.get_running_loop().call_later(CAPACITY_DEBOUNCE_SECONDS, self._recheck_capacity)
+
+    def _recheck_capacity(self) -> None:
+        self._capacity_pending = False
+        for key in self._world.rrd_keys():
+            body = self._world.rrd(key)
+            if body is None:
+                continue
+            conditions = (body.get("status") or {}).get("conditions") or []
+            if any(
+                c.get("type") == statuses.CAPACITY_LIMITED and c.get("status") == "True"
+                for c in conditions
+            ):
+                self.queue.add(key)
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self._options.workers):
+            self._tasks.append(asyncio.create_task(self._work(), name=f"reconcile-worker-{i}"))
+
+    async def stop(self) -> None:
+        self.queue.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    async def _work(self) -> None:
+        while True:
+            try:
+                key = await self.queue.get()
+            except QueueClosedError:
+                return
+            started = time.perf_counter()
+            result = "ok"
+            try:
+                delay = await self.reconcile(key)
+                if delay is None:
+                    result = "gone"
+                else:
+                    self.queue.add_after(key, delay)
+            except Exception:
+                # A bug must not kill the worker: log it, retry the key later with backoff.
+                result = "error"
+                memory = self._memory.setdefault(key, _Memory())
+                memory.failures += 1
+                logger.exception("reconcile of %s/%s failed", *key)
+                self.queue.add_after(
+                    key,
+                    planning.requeue_after(
+                        state="",
+                        failures=memory.failures,
+                        resync_seconds=self._options.resync_seconds,
+                    ),
+                )
+            finally:
+                self.queue.done(key)
+                metrics.RECONCILES.labels(result=result).inc()
+                metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    # --- one reconcile -----------------------------------------------------------------------
+
+    async def reconcile(self, key: Key) -> float | None:
+        """Bring one resource's objects and status in line; seconds until the next look."""
+        body = self._world.rrd(key)
+        if body is None or body["metadata"]["deleting"]:
+            self.forget(key)
+            return None
+        meta = body["metadata"]
+        owner = Owner(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=meta["generation"],
+        )
+        memory = self._memory.setdefault(key, _Memory())
+        previous_status: dict[str, Any] = body.get("status") or {}
+        try:
+            spec = parse_spec(body.get("spec") or {})
+        except SpecError as exc:
+            await self._report_invalid_spec(owner, previous_status, str(exc))
+            return None
+
+        now = self._clock()
+        resync = now >= memory.next_resync
+        apply_error = await self._apply_children(owner, spec, memory, now=now, resync=resync)
+        if resync and apply_error is None:
+            memory.next_resync = now + self._options.resync_seconds
+
+        view = self._compute_status(owner, spec, apply_error)
+        await self._write_status(owner, view, previous_status)
+        memory.failures = memory.failures + 1 if apply_error else 0
+        return planning.requeue_after(
+            state=view.state, failures=memory.failures, resync_seconds=self._options.resync_seconds
+        )
+
+    async def _apply_children(
+        self, owner: Owner, spec: RerankerSpec, memory: _Memory, *, now: float, resync: bool
+    ) -> str | None:
+        desired = render_children(owner, spec, options=self._options.render)
+        observed = self._world.children(owner.key)
+        plan = planning.plan_applies(
+            desired, observed=observed, remembered=memory.applied, now=now, resync=resync
+        )
+        errors = []
+        for planned in plan:
+            try:
+                applied = await self._api.apply(planned.obj)
+            except ApiError as exc:
+                metrics.APPLIES.labels(kind=planned.kind, result="error").inc()
+                message = f"could not apply {planned.kind} {planned.name}: {exc.message}"
+                errors.append(message)
+                logger.warning("%s/%s: %s", owner.namespace, owner.name, message)
+                await self._event(owner, "Warning", "ApplyFailed", message, action="Apply")
+                continue
+            metrics.APPLIES.labels(kind=planned.kind, result="ok").inc()
+            previous = memory.applied.get(planned.kind)
+            memory.applied[planned.kind] = planning.Remembered(digest=planned.digest, at=now)
+            seen = observed.get(planned.kind)
+            # A re-apply of what this process already applied is not news.
+            if previous is not None and previous.digest == planned.digest and not applied.created:
+                continue
+            event = planning.apply_event(
+                planned,
+                created=applied.created,
+                previous_replicas=seen.spec_replicas if seen is not None else None,
+            )
+            if event is not None:
+                logger.info("%s/%s: %s", owner.namespace, owner.name, event[1])
+                await self._event(owner, "Normal", event[0], event[1], action="Apply")
+        return "; ".join(errors) or None
+
+    def _compute_status(
+        self, owner: Owner, spec: RerankerSpec, apply_error: str | None
+    ) -> statuses.StatusView:
+        children = self._world.children(owner.key)
+        capacity = count_capacity(
+            resource_name=spec.gpu.resource_name,
+            needed=spec.replicas,
+            owner=owner.key,
+            node_selector=spec.node_selector,
+            tolerations=spec.tolerations,
+            affinity=spec.affinity,
+            nodes=self._world.nodes(),
+            pods=self._world.gpu_pods(),
+        )
+        return statuses.compute_status(
+            statuses.Observed(
+                name=owner.name,
+                generation=owner.generation,
+                spec=spec,
+                deployment=children.get("Deployment"),
+                pods=self._world.pods(owner.key),
+                capacity=capacity,
+                apply_error=apply_error,
+            )
+        )
+
+    async def _write_status(
+        self, owner: Owner, view: statuses.StatusView, previous: dict[str, Any]
+    ) -> None:
+        patch = statuses.status_patch(view, previous=previous, now=_utc_now())
+        if not statuses.status_changed(patch, previous):
+            return
+        if not await self._api.patch_status(
+            namespace=owner.namespace, name=owner.name, status=patch
+        ):
+            return
+        changes = statuses.transitions(patch, previous)
+        for event_type, reason, message in planning.transition_events(
+            changes, had_status=bool(previous.get("conditions"))
+        ):
+            await self._event(owner, event_type, reason, message, action="UpdateStatus")
+
+    async def _report_invalid_spec(
+        self, owner: Owner, previous: dict[str, Any], message: str
+    ) -> None:
+        already = any(
+            c.get("type") == statuses.DEGRADED
+            and c.get("reason") == "InvalidSpec"
+            and c.get("message") == message
+            for c in previous.get("conditions") or []
+        )
+        if already:
+            return
+        now = _utc_now()
+        conditions = [
+            {
+                "type": statuses.READY,
+                "status": "False",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": now,
+                "observedGeneration": owner.generation,
+            },
+            {
+                "type": statuses.DEGRADED,
+                "status": "True",
+                "reason": "InvalidSpec",
+                "message": message,
+                "lastTransitionTime": now,
+                "observedGeneration": owner.generation,
+            },
+        ]
+        await self._api.patch_status(
+            namespace=owner.namespace,
+            name=owner.name,
+            status={
+                "observedGeneration": owner.generation,
+                "state": "Degraded",
+                "reason": "InvalidSpec",
+                "conditions": conditions,
+            },
+        )
+        await self._event(owner, "Warning", "InvalidSpec", message, action="Validate")
+
+    async def _event(
+        self, owner: Owner, type_: str, reason: str, message: str, *, action: str
+    ) -> None:
+        metrics.EVENTS.labels(type=type_, reason=reason).inc()
+        await self._api.post_event(
+            owner=owner, type_=type_, reason=reason, message=message, action=action
+        )

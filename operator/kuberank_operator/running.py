@@ -1,0 +1,148 @@
+"""Start and stop what runs beside kopf's watches: the reconcile workers and the HTTP endpoint.
+
+Also the one place that configures kopf (logging, server-side selectors, peering) and runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from kuberank_operator import naming
+from kuberank_operator.config import OperatorConfig
+from kuberank_operator.indexes import World
+from kuberank_operator.kubeapi import KubeApi
+from kuberank_operator.metrics import REGISTRY, QueueCollector, StateCollector
+from kuberank_operator.reconciling import Controller, ControllerOptions
+from kuberank_operator.rendering import RenderOptions
+from kuberank_operator.serving import OpsServer
+
+logger = logging.getLogger(__name__)
+
+MANAGED_SELECTOR = f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+# Finished pods hold no devices; the API server leaves them out of the pod watch.
+LIVE_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+
+
+@dataclass
+class Runtime:
+    """What the startup handler builds; kopf hands it to every handler through `memo`."""
+
+    config: OperatorConfig
+    ready: threading.Event
+    api: KubeApi | None = None
+    controller: Controller | None = None
+    server: OpsServer | None = None
+    collectors: tuple[Any, ...] = ()
+
+
+def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
+    # We post our own Events (one per action); kopf's per-handler events would double them.
+    settings.posting.enabled = False
+    for resource in ("apps/deployments", "services", "policy/poddisruptionbudgets"):
+        settings.watching.label_selectors[resource] = MANAGED_SELECTOR
+    settings.watching.field_selectors["pods"] = LIVE_PODS_SELECTOR
+    # Restart a silent watch well before the API server's own timeout.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.peering.stealth = True
+
+
+def state_counts(world: World) -> dict[str, int]:
+    counts: Counter[str] = Counter()
+    for key in world.rrd_keys():
+        body = world.rrd(key)
+        if body is not None:
+            counts[str((body.get("status") or {}).get("state") or "Unknown")] += 1
+    return dict(counts)
+
+
+async def start(
+    *, runtime: Runtime, settings: kopf.OperatorSettings, indices: Mapping[str, Any]
+) -> None:
+    config = runtime.config
+    configure_kopf(settings, config)
+    world = World(indices)
+    runtime.api = KubeApi.from_environment(kubeconfig=config.kubeconfig, threads=config.api_threads)
+    controller = Controller(
+        api=runtime.api,
+        world=world,
+        options=ControllerOptions(
+            workers=config.workers,
+            resync_seconds=config.resync_seconds,
+            render=RenderOptions(sidecar_pod_resources=config.sidecar_pod_resources),
+        ),
+    )
+    runtime.controller = controller
+    controller.start()
+    queue = controller.queue
+    runtime.collectors = (
+        QueueCollector(lambda: (len(queue), queue.processing, queue.scheduled)),
+        StateCollector(lambda: state_counts(world)),
+    )
+    for collector in runtime.collectors:
+        REGISTRY.register(collector)
+    runtime.server = OpsServer(
+        host=config.metrics_host,
+        port=config.metrics_port,
+        registry=REGISTRY,
+        healthy=lambda: controller.alive,
+        ready=runtime.ready.is_set,
+    )
+    await runtime.server.start()
+    logger.info(
+        "kuberank operator started: watching %s, %d workers, metrics on :%d",
+        "all namespaces" if config.clusterwide else ", ".join(config.namespaces),
+        config.workers,
+        runtime.server.bound_port,
+    )
+
+
+async def stop(*, runtime: Runtime) -> None:
+    if runtime.controller is not None:
+        await runtime.controller.stop()
+    if runtime.server is not None:
+        await runtime.server.stop()
+    for collector in runtime.collectors:
+        REGISTRY.unregister(collector)
+    runtime.collectors = ()
+    if runtime.api is not None:
+        runtime.api.close()
+
+
+def peering_priority(config: OperatorConfig) -> int:
+    """Replicas need distinct priorities: kopf pauses all peers that share one."""
+    return config.priority or random.randint(1, 1_000_000)
+
+
+def run(config: OperatorConfig, *, registry: kopf.OperatorRegistry) -> None:
+    """Run the operator until SIGINT/SIGTERM (kopf handles the signals)."""
+    kopf.configure(
+        debug=config.log_level == "debug",
+        quiet=config.log_level in ("warning", "error"),
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    ready = threading.Event()
+    runtime = Runtime(config=config, ready=ready)
+    standalone = not config.peering
+    asyncio.run(
+        kopf.operator(
+            registry=registry,
+            memo=kopf.Memo(runtime=runtime),
+            clusterwide=config.clusterwide,
+            namespaces=list(config.namespaces),
+            standalone=standalone,
+            peering_name=config.peering or None,
+            priority=None if standalone else peering_priority(config),
+            ready_flag=ready,
+        )
+    )
