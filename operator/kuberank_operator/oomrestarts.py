@@ -11,10 +11,9 @@ than the disruption budget allows. Everything here is pure.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from kuberank_operator.specs import OomSpec
 
@@ -76,7 +75,6 @@ class PodHealth:
     """What the operator knows about one pod when it decides restarts."""
 
     name: str
-    uid: str
     ready: bool
     terminating: bool
     cuda_ooms_in_window: float | None
@@ -87,10 +85,9 @@ class PodHealth:
 
 @dataclass(frozen=True)
 class RestartDecision:
-    """Delete `pod` (uid guards against deleting its replacement) because of `reason`."""
+    """Delete `pod` because of `reason` (Deployment pod names are never reused)."""
 
     pod: str
-    uid: str
     kind: RestartKind
     reason: str
 
@@ -101,25 +98,6 @@ class RestartPlan:
 
     restarts: tuple[RestartDecision, ...]
     held_back: tuple[tuple[RestartDecision, str], ...]
-
-
-def parse_time(value: str) -> float:
-    """RFC 3339 as Kubernetes writes it ("2026-11-22T14:00:00Z") to epoch seconds."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-def last_oom_kill(pod: Mapping[str, Any]) -> float | None:
-    """When a container of this pod (a Kubernetes Pod object) last ended OOMKilled, if ever."""
-    status = pod.get("status") or {}
-    times: list[float] = []
-    for container in status.get("containerStatuses") or []:
-        for key in ("state", "lastState"):
-            terminated = (container.get(key) or {}).get("terminated") or {}
-            if terminated.get("reason") == "OOMKilled":
-                finished = terminated.get("finishedAt")
-                if finished:
-                    times.append(parse_time(str(finished)))
-    return max(times) if times else None
 
 
 def update_stuck_since(
@@ -156,22 +134,18 @@ def restart_candidates(
             wanted.append(
                 RestartDecision(
                     pod=pod.name,
-                    uid=pod.uid,
                     kind="xid",
                     reason=f"stuck {now - pod.stuck_since:.0f}s after critical XID {pod.stuck_xid}",
                 )
             )
         elif pod.oom_killed_at is not None and now - pod.oom_killed_at <= policy.window_s:
             wanted.append(
-                RestartDecision(
-                    pod=pod.name, uid=pod.uid, kind="oom-killed", reason="container OOMKilled"
-                )
+                RestartDecision(pod=pod.name, kind="oom-killed", reason="container OOMKilled")
             )
         elif pod.cuda_ooms_in_window is not None and pod.cuda_ooms_in_window >= policy.max_events:
             wanted.append(
                 RestartDecision(
                     pod=pod.name,
-                    uid=pod.uid,
                     kind="cuda-oom",
                     reason=f"{pod.cuda_ooms_in_window:.0f} CUDA out-of-memory errors in "
                     f"{policy.window_s:g}s (limit {policy.max_events})",

@@ -84,10 +84,25 @@ async def scrape_pod(
 
 
 async def scrape_pods(
-    session: aiohttp.ClientSession, targets: Sequence[PodTarget], *, taken_at: float
+    session: aiohttp.ClientSession,
+    targets: Sequence[PodTarget],
+    *,
+    taken_at: float,
+    inference_port: int = INFERENCE_METRICS_PORT,
+    sidecar_port: int = SIDECAR_METRICS_PORT,
 ) -> list[PodScrape]:
     """Every target at once; the result keeps the order of `targets`."""
-    return list(await asyncio.gather(*(scrape_pod(session, t, taken_at=taken_at) for t in targets)))
+    scrapes = (
+        scrape_pod(
+            session,
+            target,
+            taken_at=taken_at,
+            inference_port=inference_port,
+            sidecar_port=sidecar_port,
+        )
+        for target in targets
+    )
+    return list(await asyncio.gather(*scrapes))
 
 
 def new_session(*, timeout_s: float) -> aiohttp.ClientSession:

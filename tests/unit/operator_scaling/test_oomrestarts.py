@@ -8,11 +8,9 @@ from kuberank_operator.oomrestarts import (
     OomPolicy,
     OomPolicyError,
     PodHealth,
-    last_oom_kill,
     lowered_token_budget,
     max_unavailable,
     oom_policy,
-    parse_time,
     plan_restarts,
     restart_candidates,
     update_stuck_since,
@@ -34,7 +32,6 @@ def pod(
 ) -> PodHealth:
     return PodHealth(
         name=name,
-        uid=f"uid-{name}",
         ready=ready,
         terminating=terminating,
         cuda_ooms_in_window=ooms,
@@ -58,7 +55,7 @@ def test_cuda_oom_count_reaching_max_events_restarts_that_pod_only() -> None:
         restart_times=[],
         now=NOW,
     )
-    assert [(d.pod, d.uid, d.kind) for d in plan.restarts] == [("b", "uid-b", "cuda-oom")]
+    assert [(d.pod, d.kind) for d in plan.restarts] == [("b", "cuda-oom")]
     assert "3 CUDA out-of-memory errors in 600s (limit 3)" in plan.restarts[0].reason
 
 
@@ -160,25 +157,6 @@ def test_update_stuck_since() -> None:
         update_stuck_since(None, last_xid=13, ready=False, queue_depth=0, progressed=None, now=9)
         is None
     )
-
-
-def test_last_oom_kill_reads_current_and_last_state() -> None:
-    pod_object = {
-        "status": {
-            "containerStatuses": [
-                {"name": "gpu-sidecar", "state": {"running": {}}},
-                {
-                    "name": "inference",
-                    "state": {"running": {}},
-                    "lastState": {
-                        "terminated": {"reason": "OOMKilled", "finishedAt": "2026-11-22T14:00:00Z"}
-                    },
-                },
-            ]
-        }
-    }
-    assert last_oom_kill(pod_object) == parse_time("2026-11-22T14:00:00Z")
-    assert last_oom_kill({"status": {}}) is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,565 @@
+"""The builtin evaluator loop and the actions it shares with the Alertmanager webhook.
+
+Every RerankerDeployment is evaluated every `spec.autoscaling.intervalSeconds`: its pods (from
+the operator's pod index) are scraped on both ports, the evaluator decides, and the decisions are
+carried out here:
+- scale: a JSON patch of the resource's scale subresource that first tests the replica count the
+  decision started from (so a concurrent change by a person wins), then status.lastScale and an
+  Event;
+- restart: the pod is deleted (its Deployment replaces it), then status.oom and an Event;
+- a restart held back (hourly limit, disruption budget): one Warning Event per pod and reason.
+Alerts from the webhook go through the same per-resource lock, memory and guards.
+`autoscaling.mode: external` and `off` never scale; OOM restarts act in every mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+from prometheus_client import Counter, Histogram
+
+from kuberank_operator import metrics
+from kuberank_operator.alertwebhook import AlertRequest
+from kuberank_operator.evaluator import DeploymentEvaluator, Evaluation, scraped_pods
+from kuberank_operator.indexes import Key, World
+from kuberank_operator.naming import Owner
+from kuberank_operator.observations import PodSummary, parse_time
+from kuberank_operator.oomrestarts import (
+    OomPolicy,
+    OomPolicyError,
+    PodHealth,
+    RestartDecision,
+    RestartPlan,
+    max_unavailable,
+    oom_policy,
+    plan_restarts,
+    restarts_in_last_hour,
+)
+from kuberank_operator.scaling import (
+    Direction,
+    PolicyError,
+    ScaleDecision,
+    ScaleMemory,
+    ScalePolicy,
+    scale_policy,
+    step_for_alert,
+)
+from kuberank_operator.scraping import PodTarget, new_session, scrape_pods
+from kuberank_operator.signals import FleetSignals
+from kuberank_operator.specs import RerankerSpec, SpecError, parse_spec
+
+logger = logging.getLogger(__name__)
+
+SCALE_DECISIONS = Counter(
+    "kuberank_operator_scale_decisions_total",
+    "Replica changes written through the scale subresource, by direction (up, down) and "
+    "source (builtin: the operator's own evaluator; alert: an Alertmanager webhook).",
+    ["direction", "source"],
+    registry=metrics.REGISTRY,
+)
+POD_RESTARTS = Counter(
+    "kuberank_operator_pod_restarts_total",
+    "Inference pods deleted for a restart, by kind (cuda-oom, oom-killed, xid) and source.",
+    ["kind", "source"],
+    registry=metrics.REGISTRY,
+)
+RESTARTS_HELD = Counter(
+    "kuberank_operator_restarts_held_back_total",
+    "Wanted restarts not done, by cause (rate-limit: spec.oom.maxRestartsPerHour; budget: the "
+    "disruption budget).",
+    ["cause"],
+    registry=metrics.REGISTRY,
+)
+EVALUATIONS = Histogram(
+    "kuberank_operator_evaluation_duration_seconds",
+    "One builtin evaluation of one RerankerDeployment: scraping its pods, deciding, acting.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=metrics.REGISTRY,
+)
+ALERTS = Counter(
+    "kuberank_operator_alerts_total",
+    "Firing kuberank alerts received on the Alertmanager webhook, by action and outcome "
+    "(acted, unchanged, ignored).",
+    ["action", "outcome"],
+    registry=metrics.REGISTRY,
+)
+
+
+class ClusterWrites(Protocol):
+    """What the autoscaler asks of the Kubernetes API adapter (kubeapi.KubeApi)."""
+
+    async def patch_scale(
+        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int
+    ) -> bool: ...
+
+    async def patch_status(
+        self, *, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> bool: ...
+
+    async def delete_pod(self, *, namespace: str, name: str) -> bool: ...
+
+    async def post_event(
+        self, *, owner: Owner, type_: str, reason: str, message: str, action: str
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class AutoscalerOptions:
+    """Operator-wide settings of the evaluator."""
+
+    builtin: bool = True
+    # How often the loop looks for resources whose interval has come.
+    tick_s: float = 1.0
+    # Scrapes and evaluations of different resources that may run at once.
+    concurrency: int = 8
+    inference_port: int = 8080
+    sidecar_port: int = 9400
+
+
+@dataclass
+class _State:
+    evaluator: DeploymentEvaluator = field(default_factory=DeploymentEvaluator)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_at: float = 0.0
+    restart_times: list[float] = field(default_factory=list)
+    seeded: bool = False
+    # (pod, cause) pairs already reported as held back, so each is one Event, not one a tick.
+    held_reported: set[tuple[str, str]] = field(default_factory=set)
+    spec_error: str | None = None
+    running: bool = False
+    # Restarts this process wrote into status.oom.restarts (the index may lag behind).
+    restarts_written: int = 0
+
+
+def utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class _Resource:
+    key: Key
+    owner: Owner
+    spec: RerankerSpec
+    status: Mapping[str, Any]
+    scale: ScalePolicy
+    oom: OomPolicy
+
+
+class Autoscaler:
+    """Runs the builtin evaluator for every RerankerDeployment and carries out decisions."""
+
+    def __init__(
+        self,
+        *,
+        api: ClusterWrites,
+        world: World,
+        options: AutoscalerOptions,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._api = api
+        self._world = world
+        self._options = options
+        self._clock = clock
+        self._states: dict[Key, _State] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(options.concurrency)
+        self._running: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if not self._options.builtin or self._task is not None:
+            return
+        self._session = new_session(timeout_s=5.0)
+        self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._running):
+            task.cancel()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _state(self, key: Key) -> _State:
+        return self._states.setdefault(key, _State())
+
+    async def _loop(self) -> None:
+        while True:
+            now = self._clock()
+            keys = set(self._world.rrd_keys())
+            for gone in set(self._states) - keys:
+                del self._states[gone]
+            for key in sorted(keys):
+                state = self._state(key)
+                if state.running or now < state.next_at:
+                    continue
+                state.running = True
+                task = asyncio.create_task(self._evaluate_guarded(key), name=f"evaluate {key}")
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+            await asyncio.sleep(self._options.tick_s)
+
+    async def _evaluate_guarded(self, key: Key) -> None:
+        state = self._state(key)
+        try:
+            async with self._slots:
+                interval = await self.evaluate(key)
+            state.next_at = self._clock() + interval
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("evaluation of %s/%s failed; retrying next interval", *key)
+            state.next_at = self._clock() + 15.0
+        finally:
+            state.running = False
+
+    # --- reading a resource --------------------------------------------------------------
+
+    def _resource(self, key: Key) -> _Resource | str:
+        """The resource and its policies, or why it cannot be used now."""
+        body = self._world.rrd(key)
+        if body is None:
+            return "unknown RerankerDeployment"
+        meta = body.get("metadata") or {}
+        if meta.get("deleting"):
+            return "RerankerDeployment is being deleted"
+        try:
+            spec = parse_spec(body.get("spec") or {})
+            scale = scale_policy(spec.autoscaling)
+            oom = oom_policy(spec.oom)
+            max_unavailable(spec.rollout.max_unavailable, replicas=spec.replicas)
+        except (SpecError, PolicyError, OomPolicyError) as exc:
+            return f"spec cannot be used: {exc}"
+        owner = Owner(
+            namespace=key[0],
+            name=key[1],
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+        )
+        status = body.get("status") or {}
+        return _Resource(key=key, owner=owner, spec=spec, status=status, scale=scale, oom=oom)
+
+    def _sync_from_status(self, state: _State, resource: _Resource) -> None:
+        last = resource.status.get("lastScale") or {}
+        at = parse_time(last.get("time"))
+        before, after = last.get("from"), last.get("to")
+        direction = None
+        if isinstance(before, int) and isinstance(after, int):
+            direction = "up" if after > before else "down"
+        state.evaluator.adopt_last_scale(at=at, direction=direction)
+        if not state.seeded:
+            # Restarts by an earlier process still count against the hourly limit: assume all
+            # happened at the last one (never earlier), so the limit is never exceeded.
+            oom_status = resource.status.get("oom") or {}
+            last_time = parse_time(oom_status.get("lastRestartTime"))
+            count = oom_status.get("restartsLastHour")
+            if last_time is not None and isinstance(count, int):
+                state.restart_times = [last_time] * count
+            state.seeded = True
+
+    # --- the builtin evaluation ----------------------------------------------------------
+
+    async def evaluate(self, key: Key) -> float:
+        """Scrape, decide and act for one resource; returns seconds until the next time."""
+        resource = self._resource(key)
+        state = self._state(key)
+        if isinstance(resource, str):
+            if resource != state.spec_error:
+                logger.warning("not evaluating %s/%s: %s", *key, resource)
+                state.spec_error = resource
+            return 15.0
+        state.spec_error = None
+        interval = float(resource.spec.autoscaling.interval_seconds)
+        started = self._clock()
+        pods = self._world.pods(key)
+        targets = [
+            PodTarget(pod=p.name, ip=p.ip, sidecar=resource.spec.sidecar.enabled)
+            for p in scraped_pods(pods)
+        ]
+        assert self._session is not None
+        scrapes = await scrape_pods(
+            self._session,
+            targets,
+            taken_at=started,
+            inference_port=self._options.inference_port,
+            sidecar_port=self._options.sidecar_port,
+        )
+        async with state.lock:
+            now = self._clock()
+            self._sync_from_status(state, resource)
+            keep = max(resource.oom.window_s, 4 * interval) + 2 * interval
+            state.evaluator.record(scrapes, keep_s=keep, now=now)
+            evaluation = state.evaluator.evaluate(
+                pods=pods,
+                scale_policy=resource.scale,
+                oom_policy=resource.oom,
+                replicas=resource.spec.replicas,
+                max_unavailable=max_unavailable(
+                    resource.spec.rollout.max_unavailable, replicas=resource.spec.replicas
+                ),
+                restart_times=state.restart_times,
+                vram_margin=resource.spec.gpu.vram_safety_margin,
+                interval_s=interval,
+                now=now,
+            )
+            self._log_signals(resource, evaluation)
+            if evaluation.scale is not None:
+                await self._scale(resource, state, evaluation.scale, source="builtin")
+            await self._restarts(resource, state, evaluation, source="builtin")
+        EVALUATIONS.observe(self._clock() - started)
+        return interval
+
+    @staticmethod
+    def _log_signals(resource: _Resource, evaluation: Evaluation) -> None:
+        s = evaluation.signals
+        logger.debug(
+            "%s/%s: %d/%d pods reporting, queue %s, p99 %s ms, GPU %s %%",
+            *resource.key,
+            len(s.pods),
+            s.pods_expected,
+            s.mean_queue_depth,
+            s.p99_latency_ms,
+            s.mean_gpu_utilization,
+        )
+
+    # --- actions -------------------------------------------------------------------------
+
+    async def _scale(
+        self, resource: _Resource, state: _State, decision: ScaleDecision, *, source: str
+    ) -> bool:
+        namespace, name = resource.key
+        written = await self._api.patch_scale(
+            namespace=namespace,
+            name=name,
+            from_replicas=decision.from_replicas,
+            to_replicas=decision.to_replicas,
+        )
+        if not written:
+            logger.info(
+                "%s/%s: replicas changed by someone else; not scaling %d -> %d",
+                namespace,
+                name,
+                decision.from_replicas,
+                decision.to_replicas,
+            )
+            return False
+        now = self._clock()
+        SCALE_DECISIONS.labels(decision.direction, source).inc()
+        reason = f"{decision.reason} ({'builtin evaluator' if source == 'builtin' else source})"
+        logger.info(
+            "%s/%s: scaled %d -> %d: %s",
+            namespace,
+            name,
+            decision.from_replicas,
+            decision.to_replicas,
+            reason,
+        )
+        await self._api.patch_status(
+            namespace=namespace,
+            name=name,
+            status={
+                "lastScale": {
+                    "time": utc(now),
+                    "from": decision.from_replicas,
+                    "to": decision.to_replicas,
+                    "reason": reason,
+                }
+            },
+        )
+        up = decision.direction == "up"
+        await self._api.post_event(
+            owner=resource.owner,
+            type_="Normal",
+            reason="ScaledUp" if up else "ScaledDown",
+            message=f"replicas {decision.from_replicas} -> {decision.to_replicas}: {reason}",
+            action="Scale",
+        )
+        return True
+
+    async def _restarts(
+        self, resource: _Resource, state: _State, evaluation: Evaluation, *, source: str
+    ) -> list[str]:
+        outcomes = []
+        for decision in evaluation.restarts.restarts:
+            outcomes.append(await self._restart(resource, state, decision, source=source))
+        for decision, why in evaluation.restarts.held_back:
+            cause = "rate-limit" if why.startswith("rate limit") else "budget"
+            outcomes.append(f"held back: {why}")
+            if (decision.pod, cause) in state.held_reported:
+                continue
+            state.held_reported.add((decision.pod, cause))
+            RESTARTS_HELD.labels(cause).inc()
+            logger.warning(
+                "%s/%s: not restarting pod %s (%s): %s",
+                *resource.key,
+                decision.pod,
+                decision.reason,
+                why,
+            )
+            await self._api.post_event(
+                owner=resource.owner,
+                type_="Warning",
+                reason="RestartHeldBack",
+                message=f"pod {decision.pod} needs a restart ({decision.reason}) but {why}",
+                action="RestartPod",
+            )
+        return outcomes
+
+    async def _restart(
+        self, resource: _Resource, state: _State, decision: RestartDecision, *, source: str
+    ) -> str:
+        namespace, name = resource.key
+        deleted = await self._api.delete_pod(namespace=namespace, name=decision.pod)
+        state.evaluator.forget_pod(decision.pod)
+        if not deleted:
+            return f"pod {decision.pod} already gone"
+        now = self._clock()
+        state.restart_times = restarts_in_last_hour([*state.restart_times, now], now=now)
+        POD_RESTARTS.labels(decision.kind, source).inc()
+        previous = resource.status.get("oom") or {}
+        total = max(int(previous.get("restarts") or 0), state.restarts_written) + 1
+        state.restarts_written = total
+        reason = f"{decision.reason} ({'builtin evaluator' if source == 'builtin' else source})"
+        logger.warning("%s/%s: restarted pod %s: %s", namespace, name, decision.pod, reason)
+        await self._api.patch_status(
+            namespace=namespace,
+            name=name,
+            status={
+                "oom": {
+                    "restarts": total,
+                    "lastRestartTime": utc(now),
+                    "lastReason": reason,
+                    "lastPod": decision.pod,
+                    "restartsLastHour": len(state.restart_times),
+                }
+            },
+        )
+        await self._api.post_event(
+            owner=resource.owner,
+            type_="Warning",
+            reason="PodRestarted",
+            message=f"deleted pod {decision.pod} so its Deployment replaces it: {reason}",
+            action="RestartPod",
+        )
+        return f"restarted pod {decision.pod}"
+
+    # --- the webhook's actions -----------------------------------------------------------
+
+    async def act(self, alert: AlertRequest) -> str:
+        """Carry out one firing alert (AlertActions for the webhook receiver)."""
+        key = (alert.namespace, alert.name)
+        resource = self._resource(key)
+        if isinstance(resource, str):
+            ALERTS.labels(alert.action, "ignored").inc()
+            return f"ignored: {resource} {alert.namespace}/{alert.name}"
+        if not resource.spec.monitoring.alert_webhook:
+            ALERTS.labels(alert.action, "ignored").inc()
+            return "ignored: spec.monitoring.alertWebhook is false"
+        state = self._state(key)
+        async with state.lock:
+            self._sync_from_status(state, resource)
+            if alert.action in ("scale-up", "scale-down"):
+                outcome = await self._act_scale(resource, state, alert)
+            else:
+                outcome = await self._act_restart(resource, state, alert)
+        ALERTS.labels(alert.action, outcome.split(":")[0].split(" ")[0]).inc()
+        return outcome
+
+    async def _act_scale(self, resource: _Resource, state: _State, alert: AlertRequest) -> str:
+        if not resource.scale.scales:
+            return f"unchanged: spec.autoscaling.mode is {resource.scale.mode}"
+        direction: Direction = "up" if alert.action == "scale-up" else "down"
+        now = self._clock()
+        decision = step_for_alert(
+            policy=resource.scale,
+            direction=direction,
+            replicas=resource.spec.replicas,
+            memory=state.evaluator.memory,
+            now=now,
+            reason=f"alert {alert.alertname}: {alert.summary}".rstrip(": "),
+        )
+        if decision is None:
+            return "unchanged: inside the cooldown or at the replica bound"
+        if not await self._scale(resource, state, decision, source="alert"):
+            return "unchanged: replicas changed meanwhile"
+        state.evaluator.memory = ScaleMemory(last_scale_at=now, last_direction=direction)
+        return f"acted: scaled {decision.from_replicas} -> {decision.to_replicas}"
+
+    async def _act_restart(self, resource: _Resource, state: _State, alert: AlertRequest) -> str:
+        pods = self._world.pods(resource.key)
+        target = next((p for p in pods if p.name == alert.pod and not p.deleting), None)
+        if target is None:
+            return f"unchanged: pod {alert.pod} is gone (already replaced)"
+        now = self._clock()
+        stuck = alert.alertname == "KuberankGpuStuckAfterXid"
+        health = [
+            _health(
+                p,
+                wanted=p.name == target.name,
+                stuck=stuck,
+                policy=resource.oom,
+                now=now,
+            )
+            for p in pods
+        ]
+        plan = plan_restarts(
+            policy=resource.oom,
+            pods=health,
+            replicas=resource.spec.replicas,
+            max_unavailable=max_unavailable(
+                resource.spec.rollout.max_unavailable, replicas=resource.spec.replicas
+            ),
+            restart_times=restarts_in_last_hour(state.restart_times, now=now),
+            now=now,
+        )
+        because = f"alert {alert.alertname}"
+        plan = RestartPlan(
+            restarts=tuple(replace(d, reason=because) for d in plan.restarts),
+            held_back=tuple((replace(d, reason=because), why) for d, why in plan.held_back),
+        )
+        evaluation = Evaluation(signals=_NO_SIGNALS, scale=None, restarts=plan)
+        outcomes = await self._restarts(resource, state, evaluation, source="alert")
+        if not outcomes:
+            return "unchanged: nothing to restart"
+        return ("acted: " if plan.restarts else "unchanged: ") + "; ".join(outcomes)
+
+
+def _health(
+    pod: PodSummary, *, wanted: bool, stuck: bool, policy: OomPolicy, now: float
+) -> PodHealth:
+    """A pod as the alert describes it: Prometheus already checked the threshold."""
+    return PodHealth(
+        name=pod.name,
+        ready=pod.ready,
+        terminating=pod.deleting,
+        cuda_ooms_in_window=float(policy.max_events) if wanted and not stuck else None,
+        oom_killed_at=None,
+        stuck_since=now - policy.stuck_s if wanted and stuck else None,
+        stuck_xid=None,
+    )
+
+
+_NO_SIGNALS = FleetSignals(
+    pods_expected=0,
+    pods=(),
+    mean_queue_depth=None,
+    p99_latency_ms=None,
+    mean_gpu_utilization=None,
+    complete=False,
+)
