@@ -10,6 +10,8 @@ kopf's own API client is private (kopf._cogs), so it is not used here.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 import logging
 import os
@@ -226,3 +228,79 @@ class KubeApi:
         except ApiError as exc:
             # An event is a courtesy: losing one must never fail a reconcile.
             logger.warning("could not post event %s on %s/%s: %s", reason, *owner.key, exc)
+
+    # --- autoscaling and OOM restarts (autoscaler.py, responders.py) ---------------------
+
+    async def patch_scale(
+        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int
+    ) -> bool:
+        """Set a RerankerDeployment's replicas through its scale subresource, only if they are
+        still `from_replicas` (a JSON-patch test); False when they changed or it is gone."""
+        path = object_path(naming.API_VERSION, naming.KIND, namespace, name) + "/scale"
+        patch = [
+            {"op": "test", "path": "/spec/replicas", "value": from_replicas},
+            {"op": "replace", "path": "/spec/replicas", "value": to_replicas},
+        ]
+        try:
+            await self._call(
+                "PATCH",
+                path,
+                body=patch,
+                content_type="application/json-patch+json",
+                query=[("fieldManager", naming.FIELD_MANAGER)],
+            )
+        except ApiError as exc:
+            if exc.status in (404, 409, 422):
+                return False
+            raise
+        return True
+
+    async def delete_pod(self, *, namespace: str, name: str) -> bool:
+        """Delete a pod (its Deployment replaces it); False when it is already gone."""
+        try:
+            await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def read_secret_key(self, *, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret or the key is missing."""
+        try:
+            _, body = await self._call("GET", f"/api/v1/namespaces/{namespace}/secrets/{name}")
+        except ApiError as exc:
+            if exc.status in (403, 404):
+                logger.warning("cannot read secret %s/%s: %s", namespace, name, exc)
+                return None
+            raise
+        encoded = ((body or {}).get("data") or {}).get(key)
+        if not encoded:
+            return None
+        try:
+            return base64.b64decode(encoded).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+
+    async def serves_kinds(self, group_version: str, kinds: Sequence[str]) -> bool:
+        """Whether the API server serves all these kinds in group_version (discovery)."""
+        try:
+            _, body = await self._call("GET", f"/apis/{group_version}")
+        except ApiError as exc:
+            if exc.status in (403, 404, 503):
+                return False
+            raise
+        served = {r.get("kind") for r in (body or {}).get("resources") or []}
+        return all(kind in served for kind in kinds)
+
+    async def delete_object(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> bool:
+        """Delete an object the operator writes; False when it is already gone."""
+        try:
+            await self._call("DELETE", object_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
