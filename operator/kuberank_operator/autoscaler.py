@@ -30,6 +30,8 @@ from kuberank_operator import metrics
 from kuberank_operator.alertwebhook import AlertRequest
 from kuberank_operator.evaluator import DeploymentEvaluator, Evaluation, scraped_pods
 from kuberank_operator.indexes import Key, World
+from kuberank_operator.kubeapi import ApiError
+from kuberank_operator.monitoringobjects import MonitoringSync
 from kuberank_operator.naming import Owner
 from kuberank_operator.observations import PodSummary, parse_time
 from kuberank_operator.oomrestarts import (
@@ -115,6 +117,8 @@ class ClusterWrites(Protocol):
 class AutoscalerOptions:
     """Operator-wide settings of the evaluator."""
 
+    # False: no scraping and no decisions of its own (Alertmanager's webhook alone acts);
+    # monitoring objects are still kept.
     builtin: bool = True
     # How often the loop looks for resources whose interval has come.
     tick_s: float = 1.0
@@ -162,9 +166,11 @@ class Autoscaler:
         api: ClusterWrites,
         world: World,
         options: AutoscalerOptions,
+        monitoring: MonitoringSync | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._api = api
+        self._monitoring = monitoring
         self._world = world
         self._options = options
         self._clock = clock
@@ -177,7 +183,7 @@ class Autoscaler:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        if not self._options.builtin or self._task is not None:
+        if self._task is not None:
             return
         self._session = new_session(timeout_s=5.0)
         self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
@@ -205,6 +211,8 @@ class Autoscaler:
             keys = set(self._world.rrd_keys())
             for gone in set(self._states) - keys:
                 del self._states[gone]
+                if self._monitoring is not None:
+                    self._monitoring.forget(*gone)
             for key in sorted(keys):
                 state = self._state(key)
                 if state.running or now < state.next_at:
@@ -286,6 +294,15 @@ class Autoscaler:
             return 15.0
         state.spec_error = None
         interval = float(resource.spec.autoscaling.interval_seconds)
+        if self._monitoring is not None:
+            try:
+                await self._monitoring.sync(
+                    owner=resource.owner, spec=resource.spec, scale=resource.scale, oom=resource.oom
+                )
+            except ApiError as exc:
+                logger.warning("%s/%s: monitoring objects not written: %s", *key, exc)
+        if not self._options.builtin:
+            return interval
         started = self._clock()
         pods = self._world.pods(key)
         targets = [

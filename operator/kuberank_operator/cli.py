@@ -189,6 +189,46 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "resolves its device exactly; otherwise it reads the inference container's handshake",
         metavar="BOOL",
     )
+    add(
+        "--builtin-evaluator",
+        d.builtin_evaluator,
+        parse_bool,
+        "scrape every RerankerDeployment's pods each spec.autoscaling.intervalSeconds and "
+        "scale / restart pods on its thresholds (no Prometheus needed); false leaves the "
+        "decisions to Alertmanager's webhook alone",
+        metavar="BOOL",
+    )
+    add(
+        "--alert-webhook",
+        d.alert_webhook,
+        parse_bool,
+        "serve the Alertmanager webhook receiver (POST /alerts, bearer token) that scales and "
+        "restarts pods on kuberank alerts for resources with spec.monitoring.alertWebhook",
+        metavar="BOOL",
+    )
+    add("--alert-webhook-host", d.alert_webhook_host, str, "address of the webhook receiver")
+    add("--alert-webhook-port", d.alert_webhook_port, _port, "port of the webhook receiver")
+    add(
+        "--alert-webhook-token-secret",
+        d.alert_webhook_token_secret,
+        str,
+        "Secret holding the bearer token Alertmanager must send, as NAMESPACE/NAME; "
+        "required with --alert-webhook (re-read within a minute when it changes)",
+        metavar="NS/NAME",
+    )
+    add(
+        "--alert-webhook-token-key",
+        d.alert_webhook_token_key,
+        str,
+        "key of the token inside that Secret",
+    )
+    add(
+        "--runbook-base-url",
+        d.runbook_base_url,
+        str,
+        "base URL of docs/runbooks, linked from every alert of the rendered PrometheusRules",
+        metavar="URL",
+    )
     p.add_argument("--version", action="version", version="%(prog)s 0.1.0")
     return p
 
@@ -201,6 +241,11 @@ def parse_config(
     except ConfigError as exc:
         raise SystemExit(f"kuberank-operator: error: {exc}") from None
     args = parser.parse_args(argv)
+    if args.alert_webhook and "/" not in args.alert_webhook_token_secret.strip("/"):
+        parser.error(
+            "--alert-webhook needs --alert-webhook-token-secret NAMESPACE/NAME: the Secret "
+            "with the bearer token Alertmanager sends (requests without it get 401)"
+        )
     return OperatorConfig(
         namespaces=tuple(args.namespaces),
         kubeconfig=args.kubeconfig or None,
@@ -214,6 +259,13 @@ def parse_config(
         peering=args.peering,
         priority=args.priority,
         sidecar_pod_resources=args.sidecar_pod_resources,
+        builtin_evaluator=args.builtin_evaluator,
+        alert_webhook=args.alert_webhook,
+        alert_webhook_host=args.alert_webhook_host,
+        alert_webhook_port=args.alert_webhook_port,
+        alert_webhook_token_secret=args.alert_webhook_token_secret,
+        alert_webhook_token_key=args.alert_webhook_token_key,
+        runbook_base_url=args.runbook_base_url,
     )
 
 

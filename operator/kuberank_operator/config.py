@@ -23,6 +23,15 @@ class OperatorConfig:
     peering: str = ""
     priority: int = 0
     sidecar_pod_resources: bool = False
+    # Autoscaling and OOM restarts (responders.py): the builtin evaluator scrapes pods and
+    # decides; the Alertmanager webhook receiver acts on kuberank alerts when enabled.
+    builtin_evaluator: bool = True
+    alert_webhook: bool = False
+    alert_webhook_host: str = "0.0.0.0"
+    alert_webhook_port: int = 8443
+    alert_webhook_token_secret: str = ""
+    alert_webhook_token_key: str = "token"
+    runbook_base_url: str = "https://github.com/kuberank/kuberank/blob/main/docs/runbooks"
 
     @property
     def clusterwide(self) -> bool:

@@ -23,6 +23,7 @@ from kuberank_operator.kubeapi import KubeApi
 from kuberank_operator.metrics import REGISTRY, QueueCollector, StateCollector
 from kuberank_operator.reconciling import Controller, ControllerOptions
 from kuberank_operator.rendering import RenderOptions
+from kuberank_operator.responders import start_responders, stop_responders
 from kuberank_operator.serving import OpsServer
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Runtime:
     controller: Controller | None = None
     server: OpsServer | None = None
     collectors: tuple[Any, ...] = ()
+    responders: Any = None  # responders.Responders: builtin evaluator, alert webhook
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -99,6 +101,7 @@ async def start(
         ready=runtime.ready.is_set,
     )
     await runtime.server.start()
+    runtime.responders = await start_responders(config=config, api=runtime.api, world=world)
     logger.info(
         "kuberank operator started: watching %s, %d workers, metrics on :%d",
         "all namespaces" if config.clusterwide else ", ".join(config.namespaces),
@@ -108,6 +111,9 @@ async def start(
 
 
 async def stop(*, runtime: Runtime) -> None:
+    if runtime.responders is not None:
+        await stop_responders(runtime.responders)
+        runtime.responders = None
     if runtime.controller is not None:
         await runtime.controller.stop()
     if runtime.server is not None:

@@ -1,0 +1,79 @@
+"""Start and stop what responds to alert thresholds: the builtin evaluator (with the monitoring
+objects it keeps) and, when enabled, the Alertmanager webhook receiver."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from kuberank_operator.alertwebhook import TokenSource, build_app, start_server
+from kuberank_operator.autoscaler import Autoscaler, AutoscalerOptions
+from kuberank_operator.config import OperatorConfig
+from kuberank_operator.indexes import World
+from kuberank_operator.kubeapi import KubeApi
+from kuberank_operator.monitoringobjects import MonitoringSync
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Responders:
+    autoscaler: Autoscaler
+    webhook: web.AppRunner | None = None
+    webhook_port: int = 0
+
+
+def secret_ref(value: str) -> tuple[str, str]:
+    """NAMESPACE/NAME of the token Secret, as --alert-webhook-token-secret gives it."""
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(
+            f"--alert-webhook-token-secret is {value!r}; give it as NAMESPACE/NAME "
+            "(a Secret with the bearer token under --alert-webhook-token-key)"
+        )
+    return namespace, name
+
+
+async def start_responders(*, config: OperatorConfig, api: KubeApi, world: World) -> Responders:
+    autoscaler = Autoscaler(
+        api=api,
+        world=world,
+        options=AutoscalerOptions(builtin=config.builtin_evaluator),
+        monitoring=MonitoringSync(api=api, runbook_base_url=config.runbook_base_url),
+    )
+    await autoscaler.start()
+    responders = Responders(autoscaler=autoscaler)
+    if config.alert_webhook:
+        namespace, name = secret_ref(config.alert_webhook_token_secret)
+        key = config.alert_webhook_token_key
+
+        async def read_token() -> str | None:
+            return await api.read_secret_key(namespace=namespace, name=name, key=key)
+
+        app = build_app(actions=autoscaler, token_source=TokenSource(read_token))
+        runner, port = await start_server(
+            app, host=config.alert_webhook_host, port=config.alert_webhook_port
+        )
+        responders.webhook, responders.webhook_port = runner, port
+        logger.info(
+            "Alertmanager webhook receiver on %s:%d/alerts (token from secret %s/%s key %s)",
+            config.alert_webhook_host,
+            port,
+            namespace,
+            name,
+            key,
+        )
+    logger.info(
+        "builtin evaluator %s",
+        "on" if config.builtin_evaluator else "off: only Alertmanager webhooks act",
+    )
+    return responders
+
+
+async def stop_responders(responders: Responders) -> None:
+    if responders.webhook is not None:
+        await responders.webhook.cleanup()
+        responders.webhook = None
+    await responders.autoscaler.stop()
