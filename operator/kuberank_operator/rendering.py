@@ -75,7 +75,7 @@ def inference_env(spec: RerankerSpec) -> list[dict[str, Any]]:
         _env("KUBERANK_TASK", spec.model.task),
         _env("KUBERANK_DTYPE", spec.model.dtype),
         _env("KUBERANK_DEVICE", "cuda"),
-        _env("KUBERANK_MAX_LENGTH", spec.model.max_length),
+        _env("KUBERANK_MAX_INPUT_LENGTH", spec.model.max_length),
         _env("KUBERANK_MAX_BATCH_TOKENS", spec.batching.max_batch_tokens),
         _env("KUBERANK_MAX_BATCH_REQUESTS", spec.batching.max_batch_requests),
         _env("KUBERANK_MAX_CONCURRENT_PAIRS", spec.batching.max_concurrent_pairs),
@@ -90,13 +90,18 @@ def inference_env(spec: RerankerSpec) -> list[dict[str, Any]]:
     if spec.api_auth.enabled:
         env.append(
             {
-                "name": "KUBERANK_API_KEY",
+                "name": "KUBERANK_API_TOKEN",
                 "valueFrom": {
                     "secretKeyRef": {"name": spec.api_auth.secret_name, "key": spec.api_auth.key}
                 },
             }
         )
     return env
+
+
+def mounts_pod_resources(spec: RerankerSpec, options: RenderOptions) -> bool:
+    """Tuning always gets the socket: the sidecar must prove no other pod shares the GPU."""
+    return spec.sidecar.enabled and (options.sidecar_pod_resources or spec.gpu.tuning_requested)
 
 
 def sidecar_env(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, Any]]:
@@ -106,15 +111,18 @@ def sidecar_env(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, An
         _env("KUBERANK_DEVICE_HANDSHAKE_FILE", naming.HANDSHAKE_FILE),
         _env("KUBERANK_INTERVAL", spec.sidecar.interval_seconds),
         _env("KUBERANK_VRAM_SAFETY_MARGIN", spec.gpu.vram_safety_margin),
+        _env("KUBERANK_CONTAINER_NAME", naming.INFERENCE_CONTAINER),
         _field_env("POD_NAME", "metadata.name"),
         _field_env("POD_NAMESPACE", "metadata.namespace"),
+        _field_env("KUBERANK_POD_NAME", "metadata.name"),
+        _field_env("KUBERANK_POD_NAMESPACE", "metadata.namespace"),
         _field_env("NODE_NAME", "spec.nodeName"),
         # NVML needs the driver's device nodes; the sidecar holds no GPU of its own and
         # exports only the device its pod was given (pod-resources API or handshake file).
         _env("NVIDIA_VISIBLE_DEVICES", "all"),
         _env("NVIDIA_DRIVER_CAPABILITIES", "utility"),
     ]
-    if options.sidecar_pod_resources:
+    if mounts_pod_resources(spec, options):
         env.append(_env("KUBERANK_POD_RESOURCES_SOCKET", f"{POD_RESOURCES_DIR}/kubelet.sock"))
     gpu = spec.gpu
     if gpu.power_limit_watts > 0:
@@ -124,13 +132,11 @@ def sidecar_env(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, An
         env.append(
             _env(
                 "KUBERANK_GPU_LOCKED_CLOCKS",
-                f"{clocks.graphics_min_mhz},{clocks.graphics_max_mhz}",
+                f"{clocks.graphics_min_mhz}:{clocks.graphics_max_mhz}",
             )
         )
     if clocks.memory_mhz:
-        env.append(
-            _env("KUBERANK_MEMORY_LOCKED_CLOCKS", f"{clocks.memory_mhz},{clocks.memory_mhz}")
-        )
+        env.append(_env("KUBERANK_MEMORY_LOCKED_CLOCKS", f"{clocks.memory_mhz}:{clocks.memory_mhz}"))
     return env
 
 
@@ -203,10 +209,12 @@ def inference_container(spec: RerankerSpec) -> dict[str, Any]:
 
 
 def sidecar_container(spec: RerankerSpec, options: RenderOptions) -> dict[str, Any]:
+    # Writable: the sidecar keeps its tuning journal beside the handshake, to restore the card
+    # after a crash of its own container.
     mounts: list[dict[str, Any]] = [
-        {"name": HANDSHAKE_VOLUME, "mountPath": naming.HANDSHAKE_DIR, "readOnly": True},
+        {"name": HANDSHAKE_VOLUME, "mountPath": naming.HANDSHAKE_DIR},
     ]
-    if options.sidecar_pod_resources:
+    if mounts_pod_resources(spec, options):
         mounts.append(
             {"name": POD_RESOURCES_VOLUME, "mountPath": POD_RESOURCES_DIR, "readOnly": True}
         )
@@ -235,7 +243,7 @@ def _volumes(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, Any]]
         _models_volume(spec.model.source),
         {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "2Gi"}},
     ]
-    if spec.sidecar.enabled and options.sidecar_pod_resources:
+    if mounts_pod_resources(spec, options):
         volumes.append(
             {
                 "name": POD_RESOURCES_VOLUME,

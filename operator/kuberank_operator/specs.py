@@ -82,7 +82,7 @@ class GpuSpec:
 @dataclass(frozen=True)
 class BatchingSpec:
     max_batch_tokens: int = 16384
-    max_batch_requests: int = 64
+    max_batch_requests: int = 512
     max_concurrent_pairs: int = 8192
     max_client_batch_size: int = 1000
 
@@ -368,7 +368,7 @@ def parse_spec(raw: Mapping[str, Any]) -> RerankerSpec:
         gpu=_parse_gpu(_section(raw, "gpu", where)),
         batching=BatchingSpec(
             max_batch_tokens=_int(batching, "maxBatchTokens", 16384, bw),
-            max_batch_requests=_int(batching, "maxBatchRequests", 64, bw),
+            max_batch_requests=_int(batching, "maxBatchRequests", 512, bw),
             max_concurrent_pairs=_int(batching, "maxConcurrentPairs", 8192, bw),
             max_client_batch_size=_int(batching, "maxClientBatchSize", 1000, bw),
         ),

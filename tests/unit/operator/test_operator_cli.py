@@ -1,0 +1,61 @@
+"""kuberank-operator's flags and their KUBERANK_* environment variables."""
+
+from __future__ import annotations
+
+import pytest
+
+from kuberank_operator.cli import build_parser, env_name, parse_config
+from kuberank_operator.config import OperatorConfig
+
+
+def test_defaults() -> None:
+    config = parse_config([], env={})
+    assert config == OperatorConfig()
+    assert config.clusterwide
+
+
+def test_environment_sets_and_flags_win() -> None:
+    env = {
+        "KUBERANK_NAMESPACES": "search, rag",
+        "KUBERANK_LOG_FORMAT": "text",
+        "KUBERANK_METRICS_PORT": "9100",
+        "KUBERANK_PEERING": "kuberank",
+        "KUBERANK_SIDECAR_POD_RESOURCES": "true",
+    }
+    config = parse_config([], env=env)
+    assert config.namespaces == ("search", "rag")
+    assert not config.clusterwide
+    assert (config.log_format, config.metrics_port, config.peering) == ("text", 9100, "kuberank")
+    assert config.sidecar_pod_resources
+    flagged = parse_config(["--metrics-port", "0", "--namespaces", "only"], env=env)
+    assert (flagged.metrics_port, flagged.namespaces) == (0, ("only",))
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        (
+            {"KUBERANK_WORKERS": "0"},
+            "KUBERANK_WORKERS='0' is not valid for --workers: must be 1 or more",
+        ),
+        ({"KUBERANK_LOG_FORMAT": "xml"}, "choose one of json, text"),
+        ({"KUBERANK_SIDECAR_POD_RESOURCES": "maybe"}, "use true or false"),
+        ({"KUBERANK_RESYNC_SECONDS": "1"}, "at least 10 seconds"),
+    ],
+)
+def test_bad_environment_names_the_variable(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_config([], env=env)
+    assert fragment in str(exc.value)
+
+
+def test_bad_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--metrics-port", "70000"], env={})
+    assert "--metrics-port" in capsys.readouterr().err
+
+
+def test_help_names_every_environment_variable() -> None:
+    text = build_parser({}).format_help()
+    for flag in ("--namespaces", "--log-format", "--metrics-port", "--peering", "--workers"):
+        assert f"env {env_name(flag)}" in text
