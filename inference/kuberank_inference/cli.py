@@ -1,15 +1,23 @@
-"""Command line of kuberank-inference."""
+"""Command line of kuberank-inference (see `kuberank-inference --help` and docs/inference.md)."""
 
 from __future__ import annotations
 
-import argparse
+import asyncio
+import logging
 from collections.abc import Sequence
 
-
-def build_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(prog="kuberank-inference", description="kuberank inference")
+from kuberank_inference.config import build_parser, parse_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    return 0
+    config = parse_config(argv)
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from kuberank_inference.serving import serve
+
+    return asyncio.run(serve(config))
+
+
+__all__ = ["build_parser", "main"]

@@ -1,0 +1,181 @@
+"""The aiohttp application: routes, and the start-up that loads the model off the event loop,
+warms it up, fits the token budget into device memory, starts the engine and turns ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+from aiohttp import web
+
+from kuberank_inference import handshake
+from kuberank_inference.config import ServerConfig, read_api_token
+from kuberank_inference.engine.batching import BatchEngine, EngineSettings
+from kuberank_inference.engine.budget import plan_token_budget
+from kuberank_inference.engine.contracts import ModelRunner
+from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
+from kuberank_inference.metrics import InferenceMetrics
+from kuberank_inference.ranking import Ranker
+
+log = logging.getLogger(__name__)
+
+STATE: web.AppKey[ServerState] = web.AppKey("state", ServerState)
+FATAL: web.AppKey[asyncio.Event] = web.AppKey("fatal", asyncio.Event)
+
+
+class ServableModel(ModelRunner, Protocol):
+    """A model runner that can also warm up and report device facts at start-up."""
+
+    def warm_up(self, *, max_batch_tokens: int) -> None: ...
+
+    def activation_bytes_per_token(self, *, tokens: int) -> float: ...
+
+    def resident_bytes(self) -> int: ...
+
+    def device_uuids(self) -> list[str]: ...
+
+
+ModelLoader = Callable[[], ServableModel]
+
+
+def engine_settings(config: ServerConfig) -> EngineSettings:
+    return EngineSettings(
+        max_batch_tokens=config.max_batch_tokens,
+        max_batch_requests=config.max_batch_requests,
+        max_concurrent_pairs=config.max_concurrent_pairs,
+        tokenization_workers=config.tokenization_workers,
+        oom_recovery_seconds=config.oom_recovery_seconds,
+    )
+
+
+def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Application:
+    metrics = InferenceMetrics()
+    metrics.ready.set(0)
+    state = ServerState(
+        metrics=metrics,
+        payload_limit=config.payload_limit,
+        max_client_batch_size=config.max_client_batch_size,
+        api_token=read_api_token(config),
+        limits_info={
+            "max_batch_tokens": config.max_batch_tokens,
+            "max_batch_requests": config.max_batch_requests,
+            "max_concurrent_pairs": config.max_concurrent_pairs,
+            "max_client_batch_size": config.max_client_batch_size,
+            "payload_limit": config.payload_limit,
+            "tokenization_workers": config.tokenization_workers,
+            "vram_safety_margin": config.vram_safety_margin,
+            "auth": config.api_token is not None or config.api_token_file is not None,
+        },
+    )
+    state.idle.set()
+    app = web.Application(
+        client_max_size=config.payload_limit, middlewares=build_middlewares(state)
+    )
+    app[STATE] = state
+    app[FATAL] = asyncio.Event()
+    app.add_routes(Handlers(state).routes(fault_injection=config.debug_fault_injection))
+    bring_up: list[asyncio.Task[None]] = []
+
+    async def on_startup(app: web.Application) -> None:
+        bring_up.append(asyncio.create_task(_bring_up(app, config, load_model)))
+
+    async def on_cleanup(app: web.Application) -> None:
+        for task in bring_up:
+            task.cancel()
+        await asyncio.gather(*bring_up, return_exceptions=True)
+        if state.engine is not None:
+            await state.engine.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+async def _bring_up(app: web.Application, config: ServerConfig, load_model: ModelLoader) -> None:
+    state = app[STATE]
+    try:
+        model = await asyncio.to_thread(load_model)
+        info = model.info
+        await asyncio.to_thread(model.warm_up, max_batch_tokens=config.max_batch_tokens)
+        ceiling = await asyncio.to_thread(_fit_budget, model, config)
+        engine = BatchEngine(
+            runner=model,
+            settings=engine_settings(config),
+            metrics=state.metrics,
+            token_ceiling=ceiling,
+        )
+        engine.start()
+        state.engine = engine
+        state.info = info
+        state.ranker = Ranker(engine=engine, info=info)
+        state.metrics.watch_device_memory(model.device_memory)
+        _write_handshake(config, model)
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:
+        log.exception("the model could not be brought up")
+        state.failure = f"the model could not be loaded: {error}"
+        app[FATAL].set()
+        return
+    state.ready = True
+    state.metrics.ready.set(1)
+    log.info(
+        "ready: %s (%s) on %s as %s, attention %s, token budget %d",
+        info.model_id,
+        info.task,
+        info.device,
+        info.dtype,
+        info.attention,
+        engine.token_budget_ceiling,
+    )
+
+
+def _fit_budget(model: ServableModel, config: ServerConfig) -> int:
+    """The configured token budget, capped by device memory under the safety margin."""
+    memory = model.device_memory()
+    floor = model.info.max_input_length
+    if config.max_batch_tokens < floor:
+        log.warning(
+            "--max-batch-tokens %d is below the max input length %d: long sequences run alone",
+            config.max_batch_tokens,
+            floor,
+        )
+    if memory is None:
+        return config.max_batch_tokens
+    per_token = model.activation_bytes_per_token(tokens=min(config.max_batch_tokens, 8 * floor))
+    plan = plan_token_budget(
+        configured=config.max_batch_tokens,
+        device_total_bytes=memory.total,
+        safety_margin=config.vram_safety_margin,
+        resident_bytes=model.resident_bytes(),
+        bytes_per_token=per_token,
+        batches_in_flight=engine_settings(config).batches_in_flight,
+        floor=floor,
+    )
+    log.info(
+        "device memory: %.1f GiB usable for activations at %.0f bytes/token -> token budget %d%s",
+        plan.usable_bytes / 2**30,
+        plan.bytes_per_token,
+        plan.token_budget,
+        " (limited by memory)" if plan.limited_by_memory else "",
+    )
+    return plan.token_budget
+
+
+def _write_handshake(config: ServerConfig, model: ServableModel) -> None:
+    environ = dict(os.environ)
+    document = handshake.handshake_document(
+        pid=os.getpid(),
+        device=model.info.device,
+        environ=environ,
+        uuids=handshake.device_uuids(
+            environ=environ, framework_uuids=model.device_uuids(), device=model.info.device
+        ),
+        now=handshake.current_time(),
+    )
+    handshake.write_handshake(
+        config.device_handshake_file, document, explicit=config.device_handshake_file_explicit
+    )

@@ -1,0 +1,1 @@
+"""Dynamic batching: admission, planning, token budgets. Knows neither HTTP nor torch."""

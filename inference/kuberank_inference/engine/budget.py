@@ -1,0 +1,73 @@
+"""How many tokens one batch may hold: the configured budget, capped by what fits in device memory
+under the safety margin, halved after an out-of-memory error and restored step by step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryPlan:
+    """The token budget that fits in device memory, and why."""
+
+    token_budget: int
+    usable_bytes: int
+    bytes_per_token: float
+    limited_by_memory: bool
+
+
+def plan_token_budget(
+    *,
+    configured: int,
+    device_total_bytes: int,
+    safety_margin: float,
+    resident_bytes: int,
+    bytes_per_token: float,
+    batches_in_flight: int,
+    floor: int,
+) -> MemoryPlan:
+    """Cap the configured budget so that `batches_in_flight` batches of activations fit next to
+    the weights in the share of device memory the process may take (1 - safety_margin)."""
+    if not 0.0 <= safety_margin < 1.0:
+        raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
+    allowed = int(device_total_bytes * (1.0 - safety_margin))
+    usable = max(0, allowed - resident_bytes)
+    if bytes_per_token <= 0:
+        return MemoryPlan(configured, usable, bytes_per_token, limited_by_memory=False)
+    fits = int(usable / (bytes_per_token * max(1, batches_in_flight)))
+    budget = max(floor, min(configured, fits))
+    return MemoryPlan(budget, usable, bytes_per_token, limited_by_memory=fits < configured)
+
+
+class TokenBudget:
+    """The effective token budget over time.
+
+    After an out-of-memory error the budget drops to half of what the failed batch held (never
+    below `floor`, the longest single sequence). Every `recovery_seconds` without another error it
+    doubles again, up to the configured ceiling.
+    """
+
+    def __init__(self, *, ceiling: int, floor: int, recovery_seconds: float) -> None:
+        if floor < 1 or ceiling < floor:
+            raise ValueError(f"need 1 <= floor <= ceiling, got floor={floor} ceiling={ceiling}")
+        self._ceiling = ceiling
+        self._floor = floor
+        self._recovery_seconds = recovery_seconds
+        self._current = ceiling
+        self._last_change = 0.0
+
+    @property
+    def ceiling(self) -> int:
+        return self._ceiling
+
+    def current(self, *, now: float) -> int:
+        while self._current < self._ceiling and now - self._last_change >= self._recovery_seconds:
+            self._current = min(self._ceiling, self._current * 2)
+            self._last_change += self._recovery_seconds
+        return self._current
+
+    def record_oom(self, *, now: float, batch_tokens: int) -> int:
+        reduced = min(self._current, batch_tokens) // 2
+        self._current = max(self._floor, reduced)
+        self._last_change = now
+        return self._current

@@ -1,0 +1,118 @@
+"""What the engine asks of a model: the `ModelRunner` protocol and the plain data it trades.
+
+The engine never sees a tensor: sequences are opaque objects that only say how many tokens they
+hold, and outputs are floats (a raw score) or lists of floats (an embedding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Task = Literal["rerank", "embed"]
+Direction = Literal["right", "left"]
+ScoreActivation = Literal["sigmoid", "identity"]
+Output = float | list[float]
+
+
+class TokenizedSequence(Protocol):
+    """One tokenized query–document pair or text, ready for a batch."""
+
+    @property
+    def num_tokens(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PairsInput:
+    """A query scored against each text by a cross-encoder."""
+
+    query: str
+    texts: Sequence[str]
+    truncate: bool
+    direction: Direction = "right"
+    max_text_tokens: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+
+@dataclass(frozen=True, slots=True)
+class TextsInput:
+    """Texts embedded one by one (also a query and documents scored by cosine similarity)."""
+
+    texts: Sequence[str]
+    truncate: bool
+    direction: Direction = "right"
+    max_text_tokens: int | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.texts)
+
+
+ModelInput = PairsInput | TextsInput
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What /info shows and what the engine plans with."""
+
+    model_id: str
+    source: str
+    task: Task
+    architecture: str
+    device: str
+    dtype: str
+    max_input_length: int
+    padding_free: bool
+    attention: str
+    embedding_dimension: int | None
+    score_activation: ScoreActivation
+    normalizes_embeddings: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    """Accelerator memory as the model's framework sees it, in bytes."""
+
+    total: int
+    allocated: int
+    reserved: int
+    peak_allocated: int
+
+
+class BatchHandle(Protocol):
+    """A batch launched on the device whose outputs are not yet read back."""
+
+
+class ModelRunner(Protocol):
+    """The model adapter: tokenizes, runs batches, and reads results back.
+
+    `encode` runs on tokenizer threads; `start_batch` and `finish_batch` run on the single batch
+    worker thread, so a runner may launch batch k+1 before batch k is read back.
+    """
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
+        """Tokenize; InputTooLongError when a sequence is too long and truncation is off."""
+        ...
+
+    def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
+        """Collate, copy to the device and launch; raises DeviceOutOfMemoryError."""
+        ...
+
+    def finish_batch(self, handle: BatchHandle) -> list[Output]:
+        """Wait for a launched batch and return one output per sequence, in order."""
+        ...
+
+    def inject_oom(self, count: int) -> None:
+        """Make the next `count` batches fail as if the device ran out of memory (tests only)."""
+        ...
+
+    def device_memory(self) -> DeviceMemory | None:
+        """Accelerator memory, or None on CPU."""
+        ...

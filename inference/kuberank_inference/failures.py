@@ -1,0 +1,89 @@
+"""Errors a caller can cause or meet, named for what went wrong; the HTTP layer maps them to
+status codes and TEI's `{error, error_type}` bodies."""
+
+from __future__ import annotations
+
+
+class InferenceError(Exception):
+    """Base of every error that is reported to a client instead of crashing the server."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class MalformedRequestError(InferenceError):
+    """The body is not JSON (or not a JSON object)."""
+
+
+class EmptyInputError(InferenceError):
+    """A list of texts or documents is empty."""
+
+
+class InvalidRequestError(InferenceError):
+    """A field has the wrong type or a value outside its allowed range."""
+
+
+class PayloadTooLargeError(InferenceError):
+    """The body is over --payload-limit, or a request holds more texts than
+    --max-client-batch-size."""
+
+
+class InputTooLongError(InvalidRequestError):
+    """A sequence has more tokens than the model accepts and the request did not allow truncation.
+
+    `index` counts the sequences of the model call; `where` names the request field."""
+
+    def __init__(
+        self, *, index: int, where: str, tokens: int, limit: int, with_query: bool
+    ) -> None:
+        counted = "with the query and special tokens" if with_query else "with special tokens"
+        super().__init__(
+            f"{where} is {tokens} tokens long ({counted}) but the model accepts at most "
+            f'{limit}; shorten it or send "truncate": true to cut it to {limit} tokens'
+        )
+        self.index = index
+        self.where = where
+        self.tokens = tokens
+        self.limit = limit
+        self.with_query = with_query
+
+    def renamed(self, where: str) -> InputTooLongError:
+        return InputTooLongError(
+            index=self.index,
+            where=where,
+            tokens=self.tokens,
+            limit=self.limit,
+            with_query=self.with_query,
+        )
+
+
+class WrongTaskError(InvalidRequestError):
+    """The endpoint needs a model of the other task (an embedding endpoint on a reranker)."""
+
+
+class OverloadedError(InferenceError):
+    """More pairs are in flight than --max-concurrent-pairs allows: rejected at once, never
+    queued."""
+
+
+class InferenceFailedError(InferenceError):
+    """The model could not produce a result for this request (for example out of device memory
+    even for a single sequence)."""
+
+
+class NotReadyError(InferenceError):
+    """The model is still loading, or the server is shutting down."""
+
+
+class UnauthorizedError(InferenceError):
+    """An API token is configured and the request did not carry it."""
+
+
+class DeviceOutOfMemoryError(Exception):
+    """Raised by a model runner when the accelerator ran out of memory for one batch; the engine
+    splits the batch and retries (never shown to a client as is)."""
+
+    def __init__(self, *, tokens: int, detail: str) -> None:
+        super().__init__(f"device out of memory on a batch of {tokens} tokens: {detail}")
+        self.tokens = tokens

@@ -1,0 +1,365 @@
+"""aiohttp handlers and middlewares: parse, hand to the Ranker, render. Thin; no torch here.
+
+Errors leave as TEI's `{"error": ..., "error_type": ...}` with the status of DESIGN.md."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from kuberank_inference import payloads, rendering
+from kuberank_inference.engine.batching import BatchEngine
+from kuberank_inference.engine.contracts import ModelInfo, PairsInput, TextsInput
+from kuberank_inference.failures import (
+    EmptyInputError,
+    InferenceError,
+    InferenceFailedError,
+    InvalidRequestError,
+    MalformedRequestError,
+    NotReadyError,
+    OverloadedError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+)
+from kuberank_inference.metrics import InferenceMetrics
+from kuberank_inference.ranking import Ranker
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# (status, TEI error_type); subclasses first
+_ERRORS: tuple[tuple[type[InferenceError], int, str], ...] = (
+    (MalformedRequestError, 400, "Validation"),
+    (EmptyInputError, 400, "Empty"),
+    (PayloadTooLargeError, 413, "Validation"),
+    (InvalidRequestError, 422, "Validation"),
+    (OverloadedError, 429, "OverloadedError"),
+    (InferenceFailedError, 424, "Backend"),
+    (NotReadyError, 503, "Unhealthy"),
+    (UnauthorizedError, 401, "UnauthorizedError"),
+)
+
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+INFERENCE_PATHS = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/embed", "/v1/embeddings"})
+HEALTH_FRESHNESS_SECONDS = 10.0
+HEALTH_PROBE_TIMEOUT_SECONDS = 30.0
+
+
+def status_of(error: InferenceError) -> tuple[int, str]:
+    for kind, status, error_type in _ERRORS:
+        if isinstance(error, kind):
+            return status, error_type
+    return 500, "Backend"
+
+
+def error_response(status: int, error_type: str, message: str) -> web.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return web.json_response(
+        rendering.error_body(message, error_type), status=status, headers=headers
+    )
+
+
+@dataclass(slots=True)
+class ServerState:
+    """What the handlers share with the start-up and shutdown code."""
+
+    metrics: InferenceMetrics
+    payload_limit: int
+    max_client_batch_size: int
+    limits_info: dict[str, Any]
+    api_token: str | None = None
+    engine: BatchEngine | None = None
+    ranker: Ranker | None = None
+    info: ModelInfo | None = None
+    ready: bool = False
+    draining: bool = False
+    failure: str | None = None
+    active_requests: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self.metrics.ready.set(0)
+
+
+def _endpoint(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    if resource is None or getattr(request.match_info, "http_exception", None) is not None:
+        return "other"
+    return resource.canonical
+
+
+def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.StreamResponse]]]:
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        endpoint = _endpoint(request)
+        counted = endpoint in INFERENCE_PATHS
+        started = time.monotonic()
+        if counted:
+            state.active_requests += 1
+            state.idle.clear()
+        status = 500
+        try:
+            response = await _answer(request, handler, state)
+            status = response.status
+            return response
+        except asyncio.CancelledError:
+            status = 499  # the client closed the connection (nginx's convention)
+            raise
+        finally:
+            if counted:
+                state.active_requests -= 1
+                if state.active_requests == 0:
+                    state.idle.set()
+            state.metrics.requests.labels(endpoint, str(status)).inc()
+            state.metrics.request_duration.labels(endpoint).observe(time.monotonic() - started)
+
+    return [observe]
+
+
+async def _answer(request: web.Request, handler: Handler, state: ServerState) -> web.StreamResponse:
+    try:
+        if state.api_token is not None and request.path not in OPEN_PATHS:
+            _authorize(request, state.api_token)
+        return await handler(request)
+    except InferenceError as error:
+        status, error_type = status_of(error)
+        if status == 424 or (status >= 500 and status != 503):
+            log.warning("%s %s -> %d: %s", request.method, request.path, status, error.message)
+        return error_response(status, error_type, error.message)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "Validation", _too_large(state.payload_limit))
+    except web.HTTPException as http_error:
+        if http_error.status >= 400:
+            return error_response(http_error.status, "Validation", http_error.reason)
+        raise
+
+
+def _authorize(request: web.Request, token: str) -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+        raise UnauthorizedError(
+            "missing or wrong API token: send the header 'Authorization: Bearer <token>' with "
+            "the token the server was started with (--api-token / --api-token-file)"
+        )
+
+
+def _too_large(limit: int) -> str:
+    return (
+        f"the request body is over the limit of {limit} bytes (--payload-limit); send fewer "
+        "or shorter texts per request"
+    )
+
+
+class Handlers:
+    def __init__(self, state: ServerState) -> None:
+        self._state = state
+        self._limits = payloads.Limits(max_client_batch_size=state.max_client_batch_size)
+
+    def routes(self, *, fault_injection: bool) -> list[web.RouteDef]:
+        routes = [
+            web.post("/rerank", self.tei_rerank),
+            web.post("/v1/rerank", self.cohere_rerank_v1),
+            web.post("/v2/rerank", self.cohere_rerank_v2),
+            web.post("/embed", self.tei_embed),
+            web.post("/v1/embeddings", self.openai_embeddings),
+            web.get("/health", self.health),
+            web.get("/ready", self.ready),
+            web.get("/info", self.info),
+            web.get("/metrics", self.metrics),
+        ]
+        if fault_injection:
+            routes.append(web.post("/debug/inject-oom", self.inject_oom))
+        return routes
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        limit = self._state.payload_limit
+        if request.content_length is not None and request.content_length > limit:
+            raise PayloadTooLargeError(_too_large(limit))
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise PayloadTooLargeError(_too_large(limit)) from None
+        return payloads.decode_json(raw)
+
+    def _ranker(self) -> Ranker:
+        state = self._state
+        if state.draining:
+            raise NotReadyError("the server is shutting down; send the request to another replica")
+        if state.ranker is None or not state.ready:
+            raise NotReadyError(
+                state.failure or "the model is still loading; retry when /ready is 200"
+            )
+        return state.ranker
+
+    async def tei_rerank(self, request: web.Request) -> web.Response:
+        parsed = payloads.parse_tei_rerank(await self._body(request), self._limits)
+        scores = await self._ranker().rerank(
+            query=parsed.query,
+            texts=parsed.texts,
+            truncate=parsed.truncate,
+            direction=parsed.direction,
+            raw_scores=parsed.raw_scores,
+        )
+        return web.json_response(
+            rendering.render_tei_rerank(scores, parsed.texts, return_text=parsed.return_text)
+        )
+
+    async def _cohere(self, request: web.Request, version: str) -> web.Response:
+        parsed = payloads.parse_cohere_rerank(
+            await self._body(request), self._limits, version="1" if version == "1" else "2"
+        )
+        # Cohere truncates long documents instead of failing
+        scores = await self._ranker().rerank(
+            query=parsed.query,
+            texts=parsed.documents,
+            truncate=True,
+            max_text_tokens=parsed.max_tokens_per_doc,
+            field="documents",
+        )
+        return web.json_response(
+            rendering.render_cohere_rerank(
+                scores,
+                parsed.documents,
+                top_n=parsed.top_n,
+                return_documents=parsed.return_documents,
+                version=parsed.version,
+            )
+        )
+
+    async def cohere_rerank_v1(self, request: web.Request) -> web.Response:
+        return await self._cohere(request, "1")
+
+    async def cohere_rerank_v2(self, request: web.Request) -> web.Response:
+        return await self._cohere(request, "2")
+
+    async def tei_embed(self, request: web.Request) -> web.Response:
+        parsed = payloads.parse_tei_embed(await self._body(request), self._limits)
+        embedded = await self._ranker().embed(
+            texts=parsed.inputs,
+            truncate=parsed.truncate,
+            direction=parsed.direction,
+            normalize=parsed.normalize,
+        )
+        vectors = [
+            rendering.truncate_dimensions(v, parsed.dimensions, field="dimensions")
+            for v in embedded.vectors
+        ]
+        return web.json_response(vectors)
+
+    async def openai_embeddings(self, request: web.Request) -> web.Response:
+        parsed = payloads.parse_openai_embed(await self._body(request), self._limits)
+        embedded = await self._ranker().embed(texts=parsed.inputs, truncate=False, field="input")
+        vectors = [
+            rendering.truncate_dimensions(v, parsed.dimensions, field="dimensions")
+            for v in embedded.vectors
+        ]
+        if parsed.dimensions is not None:
+            vectors = [rendering.normalized(v) for v in vectors]
+        info = self._state.info
+        return web.json_response(
+            rendering.render_openai_embeddings(
+                vectors,
+                model=info.model_id if info else "",
+                prompt_tokens=embedded.num_tokens,
+                encoding_format=parsed.encoding_format,
+            )
+        )
+
+    async def health(self, request: web.Request) -> web.Response:
+        state = self._state
+        engine, info = state.engine, state.info
+        if not state.ready or engine is None or info is None:
+            raise NotReadyError(state.failure or "the model is still loading")
+        recent = engine.last_success
+        if recent is not None and time.monotonic() - recent < HEALTH_FRESHNESS_SECONDS:
+            return web.json_response({"status": "ok"})
+        probe: PairsInput | TextsInput
+        if info.task == "rerank":
+            probe = PairsInput("health", ["check"], truncate=True)
+        else:
+            probe = TextsInput(["health check"], truncate=True)
+        try:
+            async with asyncio.timeout(HEALTH_PROBE_TIMEOUT_SECONDS):
+                await engine.run(probe)
+        except TimeoutError:
+            raise NotReadyError(
+                f"a health forward pass took over {HEALTH_PROBE_TIMEOUT_SECONDS:.0f} s"
+            ) from None
+        except OverloadedError:
+            return web.json_response({"status": "ok", "detail": "busy"})
+        except InferenceError as error:
+            raise NotReadyError(f"a health forward pass failed: {error.message}") from None
+        return web.json_response({"status": "ok"})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        state = self._state
+        if state.draining:
+            raise NotReadyError("shutting down")
+        if not state.ready:
+            raise NotReadyError(state.failure or "the model is still loading")
+        return web.json_response({"status": "ready"})
+
+    async def info(self, request: web.Request) -> web.Response:
+        state = self._state
+        info = state.info
+        body: dict[str, Any] = {"version": _version(), **state.limits_info}
+        if info is not None:
+            body.update(
+                model_id=info.model_id,
+                model_source=info.source,
+                task=info.task,
+                architecture=info.architecture,
+                device=info.device,
+                dtype=info.dtype,
+                max_input_length=info.max_input_length,
+                attention=info.attention,
+                padding_free=info.padding_free,
+                embedding_dimension=info.embedding_dimension,
+                score_activation=info.score_activation,
+                model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
+            )
+        if state.engine is not None:
+            body["token_budget"] = state.engine.token_budget_ceiling
+        body["ready"] = state.ready and not state.draining
+        return web.json_response(body)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        payload = generate_latest(self._state.metrics.registry)
+        response = web.Response(body=payload)
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        response.charset = "utf-8"
+        return response
+
+    async def inject_oom(self, request: web.Request) -> web.Response:
+        count = payloads.parse_inject_oom(await self._body(request))
+        engine = self._state.engine
+        if engine is None:
+            raise NotReadyError("the model is still loading")
+        engine.inject_oom(count)
+        return web.json_response({"injected": count})
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kuberank")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,158 @@
+"""The server's Prometheus metrics, in a registry of their own (one per app, so tests can run
+several). Names the operator reads are fixed by the team contract; see docs/inference.md."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from kuberank_inference.engine.contracts import DeviceMemory
+
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+_TOKEN_BUCKETS = (64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
+_RATIO_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+class _DeviceMemoryCollector(Collector):
+    """Reads accelerator memory at scrape time, never in the request path."""
+
+    def __init__(self, read: Callable[[], DeviceMemory | None]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        memory = self._read()
+        family = GaugeMetricFamily(
+            "kuberank_inference_device_memory_bytes",
+            "Accelerator memory seen by the model framework, by kind: total (device size), "
+            "allocated and reserved (now), peak_allocated (since start). Absent on CPU.",
+            labels=["kind"],
+        )
+        if memory is not None:
+            family.add_metric(["total"], memory.total)
+            family.add_metric(["allocated"], memory.allocated)
+            family.add_metric(["reserved"], memory.reserved)
+            family.add_metric(["peak_allocated"], memory.peak_allocated)
+        yield family
+
+
+class InferenceMetrics:
+    def __init__(self) -> None:
+        # *_created samples double the series count and nobody reads them
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "kuberank_inference_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "kuberank_inference_request_duration_seconds",
+            "Time from receiving a request to sending its answer, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "kuberank_inference_queue_duration_seconds",
+            "Time a request's sequences waited for their first batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokenization_duration = Histogram(
+            "kuberank_inference_tokenization_duration_seconds",
+            "Time to tokenize one request (on the tokenizer threads).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "kuberank_inference_inference_duration_seconds",
+            "Time one batch spent on the model, from launch to results read back.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "kuberank_inference_queue_depth",
+            "Sequences (query-document pairs or texts) waiting for a batch.",
+            registry=r,
+        )
+        self.pairs_in_flight = Gauge(
+            "kuberank_inference_pairs_in_flight",
+            "Sequences admitted and not yet answered (tokenizing, waiting or running); "
+            "requests that would push this over --max-concurrent-pairs get 429.",
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "kuberank_inference_batch_size",
+            "Sequences per batch.",
+            buckets=_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.batch_tokens = Histogram(
+            "kuberank_inference_batch_tokens",
+            "Real (unpadded) tokens per batch.",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.padding_ratio = Histogram(
+            "kuberank_inference_padding_ratio",
+            "Fraction of a batch's processed token slots that were padding (0 when padding-free).",
+            buckets=_RATIO_BUCKETS,
+            registry=r,
+        )
+        self.cuda_oom = Counter(
+            "kuberank_cuda_oom",
+            "CUDA out-of-memory errors met by the batch worker (each was split and retried).",
+            registry=r,
+        )
+        self.pairs = Counter(
+            "kuberank_inference_pairs",
+            "Sequences (query-document pairs or texts) the model has processed.",
+            registry=r,
+        )
+        self.dropped_pairs = Counter(
+            "kuberank_inference_dropped_pairs",
+            "Waiting sequences dropped because their client disconnected.",
+            registry=r,
+        )
+        self.token_budget = Gauge(
+            "kuberank_inference_token_budget",
+            "Effective maximum tokens per batch: --max-batch-tokens, capped by device memory, "
+            "lowered for a while after a CUDA out-of-memory error.",
+            registry=r,
+        )
+        self.ready = Gauge(
+            "kuberank_inference_ready",
+            "1 when the model is loaded, warmed up and the server is not shutting down.",
+            registry=r,
+        )
+
+    def watch_device_memory(self, read: Callable[[], DeviceMemory | None]) -> None:
+        self.registry.register(_DeviceMemoryCollector(read))

@@ -1,0 +1,78 @@
+"""Run the server until SIGTERM/SIGINT: then /ready turns 503, new work is refused, requests in
+flight finish (up to --shutdown-timeout), and the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from kuberank_inference.app import FATAL, STATE, ModelLoader, create_app
+from kuberank_inference.config import ServerConfig
+
+log = logging.getLogger(__name__)
+
+
+def load_torch_model(config: ServerConfig) -> ModelLoader:
+    """The real loader; torch is imported only once the server runs (not for --help)."""
+
+    def load() -> object:
+        from kuberank_inference.sources import go_offline, resolve_model
+
+        go_offline()
+        from kuberank_inference.torchmodel.runner import RunnerSettings, TorchRunner
+
+        source = resolve_model(config.model)
+        return TorchRunner(
+            RunnerSettings(
+                source=source,
+                task=config.task,  # type: ignore[arg-type]
+                device=config.device,
+                dtype=config.dtype,
+                attention=config.attention,  # type: ignore[arg-type]
+                max_input_length=config.max_input_length,
+                model_id=config.model_id,
+                vram_safety_margin=config.vram_safety_margin,
+            )
+        )
+
+    return load  # type: ignore[return-value]
+
+
+async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) -> int:
+    app = create_app(config, load_model=load_model or load_torch_model(config))
+    runner = web.AppRunner(
+        app,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=config.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, reuse_address=True)
+    await site.start()
+    log.info("listening on %s:%d", config.host, config.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    fatal = app[FATAL]
+    waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(fatal.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
+    state = app[STATE]
+    exit_code = 1 if fatal.is_set() else 0
+    if exit_code == 0:
+        log.info("shutting down: /ready is 503, waiting for %d requests", state.active_requests)
+        state.begin_drain()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(config.shutdown_timeout):
+                await state.idle.wait()
+        if state.active_requests:
+            log.warning("%d requests still running at the shutdown timeout", state.active_requests)
+    await runner.cleanup()
+    log.info("stopped")
+    return exit_code

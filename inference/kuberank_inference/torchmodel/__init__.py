@@ -1,0 +1,2 @@
+"""The model adapter: the only package that imports torch, transformers,
+sentence-transformers and tokenizers."""
