@@ -1,0 +1,195 @@
+"""The Prometheus path against real processes: Debian's Prometheus finds the pods through
+kubernetes_sd against the local API server and evaluates the rules rendered from the
+RerankerDeployment; Debian's Alertmanager posts to the operator's webhook with the bearer token
+from a Secret. Forged alerts get 401. With Prometheus stopped, the builtin evaluator decides.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import yaml
+
+from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
+from kuberank_operator.oomrestarts import oom_policy
+from kuberank_operator.scaling import scale_policy
+from kuberank_operator.specs import parse_spec
+from tests.e2e.autoscaling_support import (
+    Load,
+    Monitoring,
+    Namespace,
+    OperatorProcess,
+    PodServers,
+    http_json,
+    install_crd,
+    reranker,
+    wait_for,
+)
+from tests.localcluster import LocalCluster
+
+NAME = "rr"
+WAIT = 180.0
+AUTOSCALING = {
+    "mode": "builtin",
+    "minReplicas": 1,
+    "maxReplicas": 2,
+    "cooldownSeconds": 10,
+    "intervalSeconds": 5,
+    "scaleUp": {"queueDepth": 16, "p99LatencyMs": 600000, "gpuUtilization": 95, "forSeconds": 5},
+    "scaleDown": {"gpuUtilization": 30, "forSeconds": 10},
+}
+
+
+def _rules(manifest: dict[str, object], namespace: str) -> str:
+    """The groups of the PrometheusRule the operator would render for this resource."""
+    spec = parse_spec(manifest["spec"])  # type: ignore[arg-type]
+    owner = {
+        "apiVersion": "kuberank.dev/v1alpha1",
+        "kind": "RerankerDeployment",
+        "metadata": {"name": NAME, "namespace": namespace, "uid": "e2e"},
+    }
+    rule = render_prometheus_rule(
+        owner=owner,
+        thresholds=thresholds_from_policies(
+            scale=scale_policy(spec.autoscaling),
+            oom=oom_policy(spec.oom),
+            interval_s=spec.autoscaling.interval_seconds,
+        ),
+        labels={},
+    )
+    return yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False)
+
+
+def _forged_alert(namespace: str) -> dict[str, object]:
+    return {
+        "version": "4",
+        "status": "firing",
+        "receiver": "kuberank",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:1",
+        "groupKey": "forged",
+        "alerts": [
+            {
+                "status": "firing",
+                "labels": {
+                    "alertname": "KuberankQueueBacklog",
+                    "kuberank_action": "scale-up",
+                    "namespace": namespace,
+                    "rerankerdeployment": NAME,
+                },
+                "annotations": {"summary": "forged"},
+                "startsAt": "2026-01-01T00:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "fingerprint": "f0f0",
+            }
+        ],
+    }
+
+
+def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) -> None:
+    install_crd(local_cluster)
+    token = secrets.token_hex(16)
+    with Namespace.create(local_cluster, "alerting") as ns:
+        local_cluster.kubectl(
+            "create", "secret", "generic", "alert-token", "-n", ns.name,
+            f"--from-literal=token={token}",
+        )  # fmt: skip
+        # Phase 1: only Alertmanager decides (the builtin evaluator is off).
+        operator = OperatorProcess(
+            local_cluster,
+            namespace=ns.name,
+            log_path=tmp_path / "operator-webhook.log",
+            builtin=False,
+            webhook_secret="alert-token",
+        )
+        manifest = reranker(
+            NAME, pool=ns.pool, autoscaling=AUTOSCALING, monitoring={"alertWebhook": True}
+        )
+        monitoring = None
+        try:
+            operator.wait_ready()
+            ns.apply(manifest)
+            monitoring = Monitoring(
+                local_cluster,
+                namespace=ns.name,
+                rules_yaml=_rules(manifest, ns.name),
+                webhook_url=operator.webhook_url,
+                token=token,
+                workdir=tmp_path / "monitoring",
+            )
+            with PodServers(
+                local_cluster, namespace=ns.name, name=NAME, workdir=tmp_path / "pods"
+            ) as servers:
+                wait_for(lambda: len(servers.ready()) == 1, timeout=WAIT, what="pod 1 serving")
+                wait_for(
+                    lambda: monitoring is not None and monitoring.targets_up() == 2,
+                    timeout=WAIT,
+                    what="Prometheus scraping the pod's inference and sidecar ports",
+                )
+                queue = monitoring.query(
+                    f'kuberank_inference_queue_depth{{namespace="{ns.name}",'
+                    f'rerankerdeployment="{NAME}"}}'
+                )
+                assert queue, "the queue-depth series lacks the labels the rules group by"
+
+                # Forged alerts: no token, a wrong token. 401, and nothing changes.
+                forged = _forged_alert(ns.name)
+                status, body = http_json("POST", operator.webhook_url, forged)
+                assert status == 401
+                assert body["error_type"] == "Unauthorized"
+                status, _ = http_json(
+                    "POST",
+                    operator.webhook_url,
+                    forged,
+                    headers={"Authorization": "Bearer not-the-token"},
+                )
+                assert status == 401
+                assert ns.replicas(NAME) == 1
+                assert "lastScale" not in (ns.rrd(NAME).get("status") or {})
+
+                # Load: Prometheus fires KuberankQueueBacklog, Alertmanager posts, the operator
+                # scales through the scale subresource.
+                with Load(servers):
+                    wait_for(lambda: ns.replicas(NAME) == 2, timeout=WAIT, what="scale-up to 2")
+                last = ns.rrd(NAME)["status"]["lastScale"]
+                assert (last["from"], last["to"]) == (1, 2)
+                assert "alert KuberankQueueBacklog" in last["reason"]
+                assert operator.metric('kuberank_operator_scale_decisions_total{direction="up",'
+                                       'source="alert"}') == 1  # fmt: skip
+
+                # The same alert again, now with the token: inside the cooldown, no change.
+                status, body = http_json(
+                    "POST",
+                    operator.webhook_url,
+                    forged,
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert status == 200
+                assert body["results"][0]["outcome"].startswith("unchanged")
+                assert ns.replicas(NAME) == 2
+
+                # Phase 2: Prometheus gone, the builtin evaluator alone scales down when idle.
+                monitoring.stop_prometheus()
+                operator.stop()
+                operator = OperatorProcess(
+                    local_cluster,
+                    namespace=ns.name,
+                    log_path=tmp_path / "operator-builtin.log",
+                    builtin=True,
+                    webhook_secret="alert-token",
+                )
+                operator.wait_ready()
+                wait_for(lambda: ns.replicas(NAME) == 1, timeout=WAIT, what="scale-down to 1")
+                last = ns.rrd(NAME)["status"]["lastScale"]
+                assert (last["from"], last["to"]) == (2, 1)
+                assert "builtin evaluator" in last["reason"]
+        except BaseException:
+            print(operator.log_tail(80))
+            raise
+        finally:
+            operator.stop()
+            if monitoring is not None:
+                monitoring.stop()
