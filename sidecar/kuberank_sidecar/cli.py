@@ -291,7 +291,7 @@ def dry_run(config: SidecarConfig, backend: NvmlBackend) -> int:
         "tuning_requested": config.tuning.enabled,
         "plans": [plan.to_json() for _gpu, plan in plans],
     }
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, ensure_ascii=False))
     if not owned:
         print("dry run: no device of this pod was found; nothing to tune", file=sys.stderr)
         return EXIT_REFUSED
