@@ -95,6 +95,10 @@ ALERTS = Counter(
 )
 
 
+# How status and Events name who decided.
+SOURCE_NAMES = {"builtin": "builtin evaluator", "alert": "Alertmanager webhook"}
+
+
 class ClusterWrites(Protocol):
     """What the autoscaler asks of the Kubernetes API adapter (kubeapi.KubeApi)."""
 
@@ -378,7 +382,7 @@ class Autoscaler:
             return False
         now = self._clock()
         SCALE_DECISIONS.labels(decision.direction, source).inc()
-        reason = f"{decision.reason} ({'builtin evaluator' if source == 'builtin' else source})"
+        reason = f"{decision.reason} ({SOURCE_NAMES[source]})"
         logger.info(
             "%s/%s: scaled %d -> %d: %s",
             namespace,
@@ -452,7 +456,7 @@ class Autoscaler:
         previous = resource.status.get("oom") or {}
         total = max(int(previous.get("restarts") or 0), state.restarts_written) + 1
         state.restarts_written = total
-        reason = f"{decision.reason} ({'builtin evaluator' if source == 'builtin' else source})"
+        reason = f"{decision.reason} ({SOURCE_NAMES[source]})"
         logger.warning("%s/%s: restarted pod %s: %s", namespace, name, decision.pod, reason)
         await self._api.patch_status(
             namespace=namespace,

@@ -1,0 +1,361 @@
+"""The autoscaler in one process: real HTTP metrics endpoints on loopback pod IPs, the decision
+code, and a recording stand-in for the Kubernetes API adapter (the cluster is in tests/e2e)."""
+
+from __future__ import annotations
+
+import copy
+import socket
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from kuberank_operator.alertwebhook import AlertRequest
+from kuberank_operator.autoscaler import Autoscaler, AutoscalerOptions
+from kuberank_operator.indexes import POD_INDEX, RRD_INDEX, Key, World
+from kuberank_operator.monitoringobjects import MonitoringSync
+from kuberank_operator.naming import Owner
+from kuberank_operator.observations import PodSummary
+
+KEY: Key = ("search", "bge")
+IPS = ("127.0.2.1", "127.0.2.2")
+
+
+def inference_text(*, queue: float = 0, oom: float = 0, pairs: float = 0) -> str:
+    return (
+        "# TYPE kuberank_inference_queue_depth gauge\n"
+        f"kuberank_inference_queue_depth {queue}\n"
+        "# TYPE kuberank_cuda_oom_total counter\n"
+        f"kuberank_cuda_oom_total {oom}\n"
+        "# TYPE kuberank_inference_pairs_total counter\n"
+        f"kuberank_inference_pairs_total {pairs}\n"
+        "# TYPE kuberank_inference_ready gauge\n"
+        "kuberank_inference_ready 1\n"
+    )
+
+
+def sidecar_text(*, util: float = 5) -> str:
+    return f'# TYPE DCGM_FI_DEV_GPU_UTIL gauge\nDCGM_FI_DEV_GPU_UTIL{{gpu="0"}} {util}\n'
+
+
+@dataclass
+class FakePod:
+    """One pod's two endpoints; tests change the texts between evaluations."""
+
+    inference: str = field(default_factory=inference_text)
+    sidecar: str = field(default_factory=sidecar_text)
+
+
+@dataclass
+class RecordingApi:
+    """Stands in for kubeapi.KubeApi and applies writes to the index, as the watch would."""
+
+    indices: dict[str, dict[Any, list[Any]]]
+    serves_monitoring: bool = False
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+    def _body(self, namespace: str, name: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.indices[RRD_INDEX][(namespace, name)][0]
+        return body
+
+    async def patch_scale(
+        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int
+    ) -> bool:
+        spec = self._body(namespace, name)["spec"]
+        if spec["replicas"] != from_replicas:
+            return False
+        spec["replicas"] = to_replicas
+        self.calls.append(("scale", (from_replicas, to_replicas)))
+        return True
+
+    async def patch_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
+        self._body(namespace, name).setdefault("status", {}).update(copy.deepcopy(dict(status)))
+        self.calls.append(("status", dict(status)))
+        return True
+
+    async def delete_pod(self, *, namespace: str, name: str) -> bool:
+        pods = self.indices[POD_INDEX][(namespace, "bge")]
+        kept = [p for p in pods if p.name != name]
+        self.indices[POD_INDEX][(namespace, "bge")] = kept
+        self.calls.append(("delete", name))
+        return len(kept) < len(pods)
+
+    async def post_event(
+        self, *, owner: Owner, type_: str, reason: str, message: str, action: str
+    ) -> None:
+        self.events.append((reason, message))
+
+    async def serves_kinds(self, group_version: str, kinds: Sequence[str]) -> bool:
+        return self.serves_monitoring
+
+    async def apply(self, obj: Mapping[str, Any]) -> Any:
+        self.calls.append(("apply", obj["kind"]))
+
+    async def delete_object(
+        self, *, api_version: str, kind: str, namespace: str, name: str
+    ) -> bool:
+        self.calls.append(("delete-object", kind))
+        return True
+
+
+def pod(name: str, ip: str) -> PodSummary:
+    return PodSummary(
+        namespace="search",
+        name=name,
+        owner="bge",
+        node_name="n",
+        phase="Running",
+        ready=True,
+        deleting=False,
+        gpu_requests=(("nvidia.com/gpu", 1),),
+        ip=ip,
+    )
+
+
+def rrd(*, mode: str = "builtin", replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "model": {"id": "m", "source": {"hostPath": {"path": "/m"}}},
+        "replicas": replicas,
+        "autoscaling": {
+            "mode": mode,
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "cooldownSeconds": 30,
+            "intervalSeconds": 5,
+            "scaleUp": {"queueDepth": 10, "forSeconds": 10},
+            "scaleDown": {"gpuUtilization": 20, "forSeconds": 20},
+        },
+        "oom": {"maxEvents": 2, "windowSeconds": 60, "maxRestartsPerHour": 1},
+        **extra,
+    }
+    return {
+        "metadata": {"namespace": "search", "name": "bge", "uid": "u1", "generation": 1},
+        "spec": spec,
+        "status": {},
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((IPS[0], 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Harness:
+    autoscaler: Autoscaler
+    api: RecordingApi
+    pods: dict[str, FakePod]
+    clock: list[float]
+
+    async def evaluate(self, *, at: float) -> None:
+        self.clock[0] = at
+        await self.autoscaler.evaluate(KEY)
+
+    def scales(self) -> list[Any]:
+        return [args for what, args in self.api.calls if what == "scale"]
+
+    def body(self) -> dict[str, Any]:
+        return self.api._body(*KEY)
+
+
+async def _serve(ip: str, port: int, fake: FakePod, attribute: str) -> web.AppRunner:
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=getattr(fake, attribute))
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, ip, port).start()
+    return runner
+
+
+@pytest.fixture
+async def make() -> AsyncIterator[Any]:
+    runners: list[web.AppRunner] = []
+    autoscalers: list[Autoscaler] = []
+
+    async def build(body: dict[str, Any], *, serves_monitoring: bool = False) -> Harness:
+        inference_port, sidecar_port = _free_port(), _free_port()
+        fakes = {"bge-a": FakePod(), "bge-b": FakePod()}
+        for fake, ip in zip(fakes.values(), IPS, strict=True):
+            runners.append(await _serve(ip, inference_port, fake, "inference"))
+            runners.append(await _serve(ip, sidecar_port, fake, "sidecar"))
+        replicas = body["spec"]["replicas"]
+        indices: dict[str, dict[Any, list[Any]]] = {
+            RRD_INDEX: {KEY: [body]},
+            POD_INDEX: {KEY: [pod(n, ip) for n, ip in zip(fakes, IPS, strict=True)][:replicas]},
+        }
+        api = RecordingApi(indices=indices, serves_monitoring=serves_monitoring)
+        clock = [1000.0]
+        autoscaler = Autoscaler(
+            api=api,
+            world=World(indices),
+            options=AutoscalerOptions(inference_port=inference_port, sidecar_port=sidecar_port),
+            monitoring=MonitoringSync(api=api, clock=lambda: clock[0]),
+            clock=lambda: clock[0],
+        )
+        await autoscaler.start()
+        autoscalers.append(autoscaler)
+        return Harness(autoscaler=autoscaler, api=api, pods=fakes, clock=clock)
+
+    yield build
+    for autoscaler in autoscalers:
+        await autoscaler.stop()
+    for runner in runners:
+        await runner.cleanup()
+
+
+async def test_backlog_scales_up_through_the_scale_subresource(make: Any) -> None:
+    h: Harness = await make(rrd())
+    h.pods["bge-a"].inference = inference_text(queue=40)
+    for t in (1000, 1005, 1010, 1015):
+        await h.evaluate(at=t)
+    # Held from 1000; 10 s later one step, proportional to 40/10 but at most doubling.
+    assert h.scales() == [(1, 2)]
+    last = h.body()["status"]["lastScale"]
+    assert (last["from"], last["to"], last["time"]) == (1, 2, "1970-01-01T00:16:50Z")
+    assert last["reason"] == "queue depth 40 > 10 for 10s (builtin evaluator)"
+    assert [reason for reason, _ in h.api.events] == ["ScaledUp"]
+    assert h.body()["spec"]["replicas"] == 2
+
+
+async def test_external_mode_never_scales(make: Any) -> None:
+    h: Harness = await make(rrd(mode="external"))
+    h.pods["bge-a"].inference = inference_text(queue=400)
+    for t in range(1000, 1100, 5):
+        await h.evaluate(at=t)
+    assert h.scales() == []
+    alert = AlertRequest(
+        alertname="KuberankQueueBacklog",
+        action="scale-up",
+        status="firing",
+        namespace="search",
+        name="bge",
+        pod=None,
+        fingerprint="f",
+        starts_at="",
+        summary="",
+    )
+    h.body()["spec"]["monitoring"] = {"alertWebhook": True}
+    assert await h.autoscaler.act(alert) == "unchanged: spec.autoscaling.mode is external"
+    assert h.scales() == []
+
+
+async def test_idle_pods_scale_down_only_when_every_pod_reports(make: Any) -> None:
+    h: Harness = await make(rrd(replicas=2))
+    h.pods["bge-b"].sidecar = ""  # one sidecar reports no utilization
+    for t in range(1000, 1100, 5):
+        await h.evaluate(at=t)
+    assert h.scales() == []
+    h.pods["bge-b"].sidecar = sidecar_text(util=3)
+    for t in range(1100, 1130, 5):
+        await h.evaluate(at=t)
+    assert h.scales() == [(2, 1)]
+    assert "GPU utilization 4 % < 20 % and queue empty" in h.body()["status"]["lastScale"]["reason"]
+
+
+async def test_cuda_ooms_restart_once_then_the_hourly_limit_holds(make: Any) -> None:
+    h: Harness = await make(rrd(replicas=2))
+    await h.evaluate(at=1000)
+    h.pods["bge-a"].inference = inference_text(oom=2)
+    await h.evaluate(at=1005)
+    assert [a for w, a in h.api.calls if w == "delete"] == ["bge-a"]
+    oom = h.body()["status"]["oom"]
+    assert oom["restarts"] == 1
+    assert oom["lastPod"] == "bge-a"
+    assert oom["restartsLastHour"] == 1
+    assert oom["lastReason"].startswith("2 CUDA out-of-memory errors in 60s (limit 2)")
+    h.pods["bge-b"].inference = inference_text(oom=5)
+    for t in (1010, 1015, 1020):
+        await h.evaluate(at=t)
+    assert [a for w, a in h.api.calls if w == "delete"] == ["bge-a"]
+    held = [m for reason, m in h.api.events if reason == "RestartHeldBack"]
+    assert len(held) == 1, "held-back restarts are reported once per pod, not every interval"
+    assert "bge-b" in held[0]
+    assert "maxRestartsPerHour=1" in held[0]
+
+
+async def test_a_new_process_keeps_the_hourly_limit_from_status(make: Any) -> None:
+    body = rrd(replicas=2)
+    body["status"]["oom"] = {
+        "restarts": 4,
+        "restartsLastHour": 1,
+        "lastRestartTime": "1970-01-01T00:16:00Z",
+    }
+    h: Harness = await make(body)
+    await h.evaluate(at=1000)
+    h.pods["bge-a"].inference = inference_text(oom=3)
+    await h.evaluate(at=1005)
+    assert [w for w, _ in h.api.calls if w == "delete"] == []
+    # An hour after that restart the limit frees up (for new OOMs: old ones left the window).
+    await h.evaluate(at=960 + 3600)
+    assert [w for w, _ in h.api.calls if w == "delete"] == []
+    h.pods["bge-a"].inference = inference_text(oom=6)
+    await h.evaluate(at=960 + 3605)
+    assert [a for w, a in h.api.calls if w == "delete"] == ["bge-a"]
+    assert h.body()["status"]["oom"]["restarts"] == 5
+
+
+async def test_webhook_actions_share_bounds_cooldown_and_opt_in(make: Any) -> None:
+    h: Harness = await make(rrd())
+
+    def alert(action: str, *, name: str = "bge", pod: str | None = None) -> AlertRequest:
+        return AlertRequest(
+            alertname="KuberankQueueBacklog" if action == "scale-up" else "KuberankCudaOomRepeated",
+            action=action,  # type: ignore[arg-type]
+            status="firing",
+            namespace="search",
+            name=name,
+            pod=pod,
+            fingerprint="f",
+            starts_at="",
+            summary="Pairs queue up",
+        )
+
+    assert await h.autoscaler.act(alert("scale-up", name="nope")) == (
+        "ignored: unknown RerankerDeployment search/nope"
+    )
+    assert await h.autoscaler.act(alert("scale-up")) == (
+        "ignored: spec.monitoring.alertWebhook is false"
+    )
+    h.body()["spec"]["monitoring"] = {"alertWebhook": True}
+    assert await h.autoscaler.act(alert("scale-up")) == "acted: scaled 1 -> 2"
+    assert h.body()["status"]["lastScale"]["reason"] == (
+        "alert KuberankQueueBacklog: Pairs queue up (Alertmanager webhook)"
+    )
+    assert (await h.autoscaler.act(alert("scale-up"))).startswith("unchanged: inside the cooldown")
+    # The builtin evaluator honours the cooldown the webhook started.
+    h.pods["bge-a"].inference = inference_text(queue=100)
+    for t in (1000, 1005, 1010, 1015):
+        await h.evaluate(at=t)
+    assert h.scales() == [(1, 2)]
+    # The Deployment's second pod exists and is ready: one may be restarted.
+    h.api.indices[POD_INDEX][KEY].append(pod("bge-b", IPS[1]))
+    outcome = await h.autoscaler.act(alert("restart-pod", pod="bge-a"))
+    assert outcome == "acted: restarted pod bge-a"
+    assert (await h.autoscaler.act(alert("restart-pod", pod="bge-a"))).startswith(
+        "unchanged: pod bge-a is gone"
+    )
+
+
+async def test_monitoring_objects_follow_the_spec_where_the_crds_exist(make: Any) -> None:
+    body = rrd(monitoring={"podMonitor": True, "prometheusRule": True})
+    h: Harness = await make(body, serves_monitoring=True)
+    await h.evaluate(at=1000)
+    await h.evaluate(at=1005)
+    applies = [a for w, a in h.api.calls if w == "apply"]
+    assert sorted(applies) == ["PodMonitor", "PrometheusRule"], "applied once, not every time"
+    body["spec"]["monitoring"] = {"podMonitor": False, "prometheusRule": True}
+    await h.evaluate(at=1010)
+    assert [a for w, a in h.api.calls if w == "delete-object"] == ["PodMonitor"]
+
+
+async def test_no_monitoring_objects_without_the_crds(make: Any) -> None:
+    h: Harness = await make(rrd(monitoring={"podMonitor": True}), serves_monitoring=False)
+    await h.evaluate(at=1000)
+    assert [w for w, _ in h.api.calls if w in ("apply", "delete-object")] == []
