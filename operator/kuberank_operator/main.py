@@ -29,6 +29,12 @@ def _controller(memo: Any) -> Any:
     return _runtime(memo).controller
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> Any:
+    # An explicit registry has no fallback login: use the kubernetes client's, as kubeapi does.
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.startup(registry=registry)
 async def startup(memo: Any, settings: kopf.OperatorSettings, **kwargs: Any) -> None:
     await running.start(runtime=_runtime(memo), settings=settings, indices=kwargs)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -168,7 +169,12 @@ class Controller:
             uid=meta["uid"],
             generation=meta["generation"],
         )
-        memory = self._memory.setdefault(key, _Memory())
+        memory = self._memory.get(key)
+        if memory is None:
+            # The first full re-apply comes a resync period after first sight, spread out so
+            # that a restart with many resources does not re-apply them all at once.
+            spread = self._options.resync_seconds * (0.5 + random.random() / 2)
+            memory = self._memory[key] = _Memory(next_resync=self._clock() + spread)
         previous_status: dict[str, Any] = body.get("status") or {}
         try:
             spec = parse_spec(body.get("spec") or {})

@@ -137,6 +137,9 @@ def run(config: OperatorConfig, *, registry: kopf.OperatorRegistry) -> None:
         quiet=config.log_level in ("warning", "error"),
         log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
     )
+    if config.log_level != "debug":
+        # kopf logs every successful watch-event handler at INFO: one line per pod change.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     ready = threading.Event()
     runtime = Runtime(config=config, ready=ready)
     standalone = not config.peering

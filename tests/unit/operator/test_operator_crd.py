@@ -13,6 +13,7 @@ from kuberank_operator import naming
 from kuberank_operator.specs import parse_spec
 from tests.unit.operator.conftest import (
     EXAMPLES_DIR,
+    apply_defaults,
     crd_schema,
     defaulted_spec,
     load_crd,
@@ -153,3 +154,34 @@ def test_examples_cover_gpu_mig_and_embedding() -> None:
     assert any(s.gpu.resource_name == "nvidia.com/gpu" and s.model.task == "rerank" for s in specs)
     assert any(s.gpu.is_mig and not s.gpu.tuning_requested for s in specs)
     assert any(s.model.task == "embed" for s in specs)
+
+
+def test_defaults_of_objects_with_rules_are_complete() -> None:
+    """The API server checks CEL rules against a default as written, before nested defaulting:
+    an object default that omits a field its rules read is refused when the CRD is applied."""
+
+    def objects(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, prop in (schema.get("properties") or {}).items():
+            here = f"{path}.{name}"
+            if prop.get("type") == "object":
+                yield here, prop
+                yield from objects(prop, here)
+
+    checked = 0
+    for path, prop in objects(crd_schema()["properties"]["spec"], "spec"):
+        if "default" not in prop or not (
+            prop.get("x-kubernetes-validations")
+            or any(
+                p.get("x-kubernetes-validations") for p in (prop.get("properties") or {}).values()
+            )
+        ):
+            continue
+        checked += 1
+        assert apply_defaults(prop, prop["default"]) == prop["default"], path
+    assert checked >= 4
+
+
+def test_off_is_a_string_in_yaml() -> None:
+    mode = crd_schema()["properties"]["spec"]["properties"]["autoscaling"]["properties"]["mode"]
+    assert mode["enum"] == ["builtin", "external", "off"]
+    assert mode["default"] == "off"
