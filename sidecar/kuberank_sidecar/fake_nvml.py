@@ -214,6 +214,7 @@ class FakeNvml:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self._opened_at = 0.0
         self._energy: dict[str, tuple[float, float]] = {}
         self._delivered_xids: dict[str, int] = {}
@@ -251,6 +252,11 @@ class FakeNvml:
         return self.profile.gpus[gpu.index]
 
     def _state_data(self) -> Mapping[str, Any]:
+        # The poller and the XID thread both read the state file.
+        with self._state_lock:
+            return self._load_state()
+
+    def _load_state(self) -> Mapping[str, Any]:
         state = self._state
         if state.path is None:
             return state.data
