@@ -11,7 +11,7 @@ cache=${KUBERANK_CACHE:-$HOME/.cache/kuberank}
 bin_root="$cache/bin"
 mkdir -p "$bin_root"
 
-export GOTOOLCHAIN=local CGO_ENABLED=0
+export CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false"
 
 have_all() { # dir binary...
@@ -22,15 +22,7 @@ have_all() { # dir binary...
 
 require_go() {
   if ! command -v go >/dev/null; then
-    echo "error: 'go' is not on PATH; install Go 1.26 or newer (https://go.dev/dl/) and rerun 'make tools'" >&2
-    exit 1
-  fi
-  local v minor
-  v=$(go env GOVERSION) # e.g. go1.26.8
-  minor=${v#go1.}
-  minor=${minor%%[!0-9]*}
-  if [ "${minor:-0}" -lt 26 ]; then
-    echo "error: $v is too old: etcd $ETCD_VERSION, kwok $KWOK_VERSION and helm $HELM_VERSION need Go 1.26 or newer; install a newer Go and rerun 'make tools'" >&2
+    echo "error: 'go' is not on PATH; install Go 1.24 or newer (https://go.dev/dl/) and rerun 'make tools'" >&2
     exit 1
   fi
 }
@@ -60,9 +52,11 @@ build_set() {
   require_go
   local tmp
   tmp=$(mktemp -d "$bin_root/.tmp-$name-$version.XXXXXX")
+  chmod 755 "$tmp" # mktemp makes it private; the cache is shared like any bin directory
   # shellcheck disable=SC2064  # expand $tmp now: the trap removes this run's directory
   trap "rm -rf '$tmp'" EXIT
-  echo "==> building ${binaries[*]} $version with $(go env GOVERSION) (first run: $estimate)"
+  # a Go older than the module's `go` line fetches the toolchain it needs (GOTOOLCHAIN=auto)
+  echo "==> building ${binaries[*]} $version (first run: $estimate)"
   local start=$SECONDS date
   cd "$here/go/$moddir"
   date=$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "$main_module")
@@ -92,7 +86,7 @@ if ! flock -n 9; then
   flock 9
 fi
 
-build_set etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "${ETCD_VERSION#v}" "~2 min" .=etcd
+build_set etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "${ETCD_VERSION#v}" "~2 min on 2 cores" .=etcd
 
 k8s_minor=${K8S_VERSION#v1.}
 k8s_minor=${k8s_minor%%.*}
@@ -102,14 +96,14 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
   k8s_ldflags+=" -X $pkg.gitTreeState=archive -X $pkg.gitCommit= -X $pkg.buildDate=@BUILD_DATE@"
 done
-build_set k8s "$K8S_VERSION" kubernetes k8s.io/kubernetes "$k8s_ldflags" "$K8S_VERSION" "~25 min on 2 cores" \
+build_set k8s "$K8S_VERSION" kubernetes k8s.io/kubernetes "$k8s_ldflags" "$K8S_VERSION" "~8 min on 2 cores" \
   k8s.io/kubernetes/cmd/kube-apiserver=kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager=kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl=kubectl
 
 build_set kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-  "$KWOK_VERSION" "~5 min" sigs.k8s.io/kwok/cmd/kwok=kwok
+  "$KWOK_VERSION" "~3 min on 2 cores" sigs.k8s.io/kwok/cmd/kwok=kwok
 
 # helm's Makefile derives its default Capabilities.KubeVersion from the client-go it is built with
 helm_client_go=$(awk '$1 == "k8s.io/client-go" {print $2}' "$here/go/helm/go.mod") # v0.37.0
@@ -120,6 +114,6 @@ helm_ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
   helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
 done
-build_set helm "$HELM_VERSION" helm helm.sh/helm/v3 "$helm_ldflags" "$HELM_VERSION" "~5 min" \
+build_set helm "$HELM_VERSION" helm helm.sh/helm/v3 "$helm_ldflags" "$HELM_VERSION" "~2 min on 2 cores" \
   helm.sh/helm/v3/cmd/helm=helm
 echo "==> tools ready in $bin_root"

@@ -100,6 +100,7 @@ def test_api_server_authenticates_clients_and_authorizes_with_rbac(
     context = ssl.create_default_context(cafile=ca["certificate-authority"])
     with pytest.raises(urllib.error.HTTPError) as denied:
         urllib.request.urlopen(f"{local_cluster.server}/api/v1/nodes", context=context)
+    denied.value.close()  # the error holds the open response
     assert denied.value.code == 403
 
 

@@ -45,10 +45,15 @@ class KeyPair:
     key: Path
 
 
+# The API server's identity towards aggregated API servers (requestheader authentication).
+FRONT_PROXY_CLIENT = "front-proxy-client"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Pki:
     ca: KeyPair
     apiserver: KeyPair
+    front_proxy_client: KeyPair
     clients: dict[str, KeyPair]
     service_account_key: Path
     service_account_pub: Path
@@ -137,6 +142,15 @@ def generate_pki(directory: Path) -> Pki:
         days=LEAF_DAYS,
         ca=ca,
     )
+    front_proxy_client = _issue(
+        directory,
+        FRONT_PROXY_CLIENT,
+        render_openssl_config(
+            common_name=FRONT_PROXY_CLIENT, organization=None, extended_key_usage="clientAuth"
+        ),
+        days=LEAF_DAYS,
+        ca=ca,
+    )
     clients = {
         identity.name: _issue(
             directory,
@@ -159,6 +173,7 @@ def generate_pki(directory: Path) -> Pki:
     return Pki(
         ca=ca,
         apiserver=apiserver,
+        front_proxy_client=front_proxy_client,
         clients=clients,
         service_account_key=sa_key,
         service_account_pub=sa_pub,

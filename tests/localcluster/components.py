@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.localcluster.certificates import Pki
+from tests.localcluster.certificates import FRONT_PROXY_CLIENT, Pki
 from tests.localcluster.layout import ClusterFiles
 from tests.localcluster.toolchain import Toolchain
 
@@ -66,6 +66,15 @@ def kube_apiserver(
             f"--tls-cert-file={pki.apiserver.cert}",
             f"--tls-private-key-file={pki.apiserver.key}",
             f"--client-ca-file={pki.ca.cert}",
+            # requestheader (front proxy) settings: the controller-manager and scheduler
+            # delegate authentication and expect them, as aggregated API servers would
+            f"--requestheader-client-ca-file={pki.ca.cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={pki.front_proxy_client.cert}",
+            f"--proxy-client-key-file={pki.front_proxy_client.key}",
             "--authorization-mode=Node,RBAC",
             "--enable-admission-plugins=NodeRestriction",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",

@@ -127,6 +127,9 @@ def probe(url: str, *, context: ssl.SSLContext | None, timeout: float = 2.0) -> 
     try:
         with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return bool(response.status == 200)
+    except urllib.error.HTTPError as error:
+        error.close()  # it holds the response's socket
+        return False
     except (urllib.error.URLError, OSError, ssl.SSLError):
         return False
 
@@ -187,7 +190,8 @@ def stop(
     grace: float = STOP_GRACE_SECONDS,
 ) -> None:
     """SIGTERM each component's group together, SIGKILL what is left after `grace`, reap."""
-    ours = [c for c in components if is_running(c)]
+    given = list(components)
+    ours = [c for c in given if is_running(c)]
     for component in ours:
         _signal_group(component, signal.SIGTERM)
     processes = []
@@ -199,6 +203,8 @@ def stop(
         if any(p.pid == component.pid for p in alive) or group_members(component.pid):
             _signal_group(component, signal.SIGKILL)
     psutil.wait_procs(alive, timeout=grace)
-    for popen in (popens or {}).values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            popen.wait(timeout=grace)  # reap our children so no zombie is left
+    for component in given:  # crashed ones too: they are zombies until reaped
+        popen = (popens or {}).get(component.pid)
+        if popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                popen.wait(timeout=grace)  # reap our children so no zombie is left

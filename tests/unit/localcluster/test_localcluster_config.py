@@ -76,6 +76,7 @@ def _pki(tmp_path: Path) -> Pki:
     return Pki(
         ca=pair,
         apiserver=pair,
+        front_proxy_client=pair,
         clients={"admin": pair},
         service_account_key=tmp_path / "sa.key",
         service_account_pub=tmp_path / "sa.pub",
