@@ -8,8 +8,9 @@ from typing import Any
 
 UID = "kuberank-overview"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-# Every query filters on these variables (pods of the chosen namespaces and pods).
-SEL = 'namespace=~"$namespace", pod=~"$pod"'
+# Every query filters on these variables. `rerankerdeployment` is the label kuberank's
+# PodMonitors add; the ".*" of "All" also matches series without it (plain Prometheus).
+SEL = 'namespace=~"$namespace", rerankerdeployment=~"$rerankerdeployment", pod=~"$pod"'
 RATE = "$__rate_interval"
 
 
@@ -462,9 +463,16 @@ def build_dashboard() -> dict[str, Any]:
                     "namespace", "Namespace", "label_values(kuberank_inference_ready, namespace)"
                 ),
                 _variable(
+                    "rerankerdeployment",
+                    "RerankerDeployment",
+                    'label_values(kuberank_inference_ready{namespace=~"$namespace"}, '
+                    "rerankerdeployment)",
+                ),
+                _variable(
                     "pod",
                     "Pod",
-                    'label_values(kuberank_inference_ready{namespace=~"$namespace"}, pod)',
+                    'label_values(kuberank_inference_ready{namespace=~"$namespace", '
+                    'rerankerdeployment=~"$rerankerdeployment"}, pod)',
                 ),
             ]
         },

@@ -75,14 +75,16 @@ app.kubernetes.io/part-of: kuberank
 {{- end }}
 {{- end }}
 
-{{/* The image inference pods get when their RerankerDeployment names none. */}}
-{{- define "kuberank.workloadImage" -}}
-{{- default (include "kuberank.image" .) .Values.operator.workloadImage }}
-{{- end }}
-
 {{/* Name of the Secret holding the Alertmanager webhook's bearer token. */}}
 {{- define "kuberank.webhookSecretName" -}}
 {{- default (printf "%s-webhook" (include "kuberank.fullname" .)) .Values.alertWebhook.existingSecret }}
+{{- end }}
+
+{{/* kopf peering object name: set when more than one operator replica runs. */}}
+{{- define "kuberank.peeringName" -}}
+{{- if gt (int .Values.operator.replicaCount) 1 }}
+{{- include "kuberank.fullname" . }}
+{{- end }}
 {{- end }}
 
 {{/* Namespace of the Grafana dashboard ConfigMap. */}}

@@ -176,6 +176,19 @@ def test_cluster_scoped_role_is_read_only(render: Render) -> None:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
 
 
+def test_operator_writes_only_status_and_scale_of_its_resource(render: Render) -> None:
+    rules = _rules(render())
+    own = [r for r in rules if r["apiGroups"] == ["kuberank.dev"]]
+    writes = {
+        res for r in own if set(r["verbs"]) - {"get", "list", "watch"} for res in r["resources"]
+    }
+    assert writes == {
+        "rerankerdeployments/status",
+        "rerankerdeployments/scale",
+        "rerankerdeployments/finalizers",
+    }
+
+
 def test_watch_namespaces_binds_only_those_namespaces(render: Render) -> None:
     objects = render("operator.watchNamespaces={search,rag}")
     bindings = by_kind(objects, "RoleBinding")
@@ -190,9 +203,7 @@ def test_watch_namespaces_binds_only_those_namespaces(render: Render) -> None:
         "kuberank-cluster"
     ]
     args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--namespace=search" in args
-    assert "--namespace=rag" in args
-    assert "--all-namespaces" not in args
+    assert "--namespaces=search,rag" in args
 
 
 def test_image_digest_wins_over_tag(render: Render) -> None:
@@ -208,21 +219,64 @@ def test_webhook_token_secret_is_wired_into_the_operator(render: Render) -> None
     assert secret["metadata"]["name"] == "kuberank-webhook"
     assert set(secret["data"]) == {"token"}
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
-    ref = env["KUBERANK_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": "kuberank-webhook", "key": "token"}
+    assert "--alert-webhook=true" in container["args"]
+    assert "--alert-webhook-token-secret=kuberank-system/kuberank-webhook" in container["args"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports["webhook"] == 8081
+    assert ports["webhook"] == 8443
     service_ports = {p["name"] for p in one(objects, "Service")["spec"]["ports"]}
     assert service_ports == {"http", "webhook"}
+    # The operator may read exactly this Secret, in its own namespace, and nothing else.
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "kuberank-system"
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["kuberank-webhook"],
+            "verbs": ["get"],
+        }
+    ]
+    assert one(objects, "RoleBinding")["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_existing_webhook_secret_is_used_not_created(render: Render) -> None:
     objects = render("alertWebhook.enabled=true", "alertWebhook.existingSecret=am-token")
     assert not by_kind(objects, "Secret")
     container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["KUBERANK_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "am-token"
+    assert "--alert-webhook-token-secret=kuberank-system/am-token" in container["args"]
+    assert one(objects, "Role")["rules"][0]["resourceNames"] == ["am-token"]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        (),
+        ("operator.watchNamespaces={a,b}", "operator.replicaCount=3", "operator.logFormat=text"),
+        ("alertWebhook.enabled=true", "operator.builtinEvaluator=false", "operator.workers=8"),
+    ],
+    ids=["defaults", "namespaced-peers", "webhook"],
+)
+def test_operator_cli_accepts_the_rendered_flags(render: Render, sets: tuple[str, ...]) -> None:
+    from kuberank_operator import cli
+
+    container = one(render(*sets), "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    config = cli.parse_config(container["args"], env={})
+    assert config.metrics_port == container["ports"][0]["containerPort"]
+    if "operator.replicaCount=3" in sets:
+        assert config.namespaces == ("a", "b")
+        assert config.peering == "kuberank"
+    else:
+        assert config.namespaces == ()
+        assert config.peering == ""
+
+
+def test_several_replicas_get_a_peering_object(render: Render) -> None:
+    clusterwide = render("operator.replicaCount=2")
+    assert one(clusterwide, "ClusterKopfPeering")["metadata"]["name"] == "kuberank"
+    namespaced = render("operator.replicaCount=2", "operator.watchNamespaces={a,b}")
+    peerings = by_kind(namespaced, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
+    assert not by_kind(render(), "ClusterKopfPeering")
 
 
 def test_dashboard_configmap_holds_the_dashboard(render: Render) -> None:
@@ -271,13 +325,5 @@ def test_helm_test_hook_asks_the_operator_service(render: Render) -> None:
     pod = one(render(), "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     command = pod["spec"]["containers"][0]["command"]
-    assert command[-1] == "http://kuberank.kuberank-system.svc:8080/healthz"
+    assert command[-1] == "http://kuberank.kuberank-system.svc:8080/readyz"
     assert not by_kind(render("tests.enabled=false"), "Pod")
-
-
-def test_notes_name_the_release_and_the_crd(helm: Helm) -> None:
-    done = helm("install", "kr", str(CHART_DIR), "--dry-run=client", "-n", "search")
-    assert done.returncode == 0, done.stderr
-    notes = done.stdout.split("NOTES:", 1)[1]
-    assert "helm test kr -n search" in notes
-    assert "rerankerdeployments.kuberank.dev" in notes or "CRD" in notes
