@@ -42,6 +42,8 @@ class ServerConfig:
     debug_fault_injection: bool
     shutdown_timeout: float
     log_level: str
+    fused_gelu: bool = True
+    fused_norm: bool = True
 
 
 def _positive_int(text: str) -> int:
@@ -127,6 +129,23 @@ FLAGS: tuple[_Flag, ...] = (
         "where supported",
         "auto",
         choices=("auto", "packed", "padded"),
+    ),
+    _Flag(
+        "fused-gelu",
+        "CUDA and packed attention only: apply the feed-forward GELU inside the matrix "
+        "product (cuBLASLt epilogue, tanh approximation), saving a pass over the widest "
+        "activations; scores move within bf16 rounding",
+        True,
+        None,
+        boolean=True,
+    ),
+    _Flag(
+        "fused-norm",
+        "CUDA and packed attention only: residual add and LayerNorm as one generated kernel "
+        "(torch.compile at start-up; falls back to eager kernels if compiling fails)",
+        True,
+        None,
+        boolean=True,
     ),
     _Flag(
         "max-input-length",
@@ -290,6 +309,8 @@ def parse_config(
         debug_fault_injection=args.debug_fault_injection,
         shutdown_timeout=args.shutdown_timeout,
         log_level=args.log_level,
+        fused_gelu=args.fused_gelu,
+        fused_norm=args.fused_norm,
     )
 
 

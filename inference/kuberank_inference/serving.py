@@ -36,6 +36,8 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
                 max_input_length=config.max_input_length,
                 model_id=config.model_id,
                 vram_safety_margin=config.vram_safety_margin,
+                fused_gelu=config.fused_gelu,
+                fused_norm=config.fused_norm,
             )
         )
 

@@ -8,6 +8,7 @@ start-up self-check compares it with the Hugging Face forward before it is trust
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,20 @@ def _norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
     return F.layer_norm(x, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
 
 
+def _add_norm(x: Tensor, residual: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    return F.layer_norm(x + residual, (x.shape[-1],), weight, bias, eps)
+
+
+AddNorm = Callable[[Tensor, Tensor, Tensor, Tensor, float], Tensor]
+
+
+_GELU_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast"})
+
+
 class PackedEncoder:
-    def __init__(self, model: PreTrainedModel) -> None:
+    def __init__(
+        self, model: PreTrainedModel, *, fused_gelu: bool = False, fused_norm: bool = False
+    ) -> None:
         base: Any = model.base_model
         embeddings = base.embeddings
         config = model.config
@@ -96,6 +109,15 @@ class PackedEncoder:
         padding_idx = embeddings.position_embeddings.padding_idx
         # RoBERTa-style models count positions from padding_idx + 1
         self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
+        # cuBLASLt applies a tanh-approximated GELU in the up-projection's epilogue: one pass
+        # over the [tokens, 4 * hidden] activations fewer per layer
+        self.fused_gelu = fused_gelu and str(config.hidden_act) in _GELU_ACTIVATIONS
+        # residual add and LayerNorm in one generated kernel: two passes over [tokens, hidden]
+        # fewer per layer (compiled on first use; the runner falls back to eager if it fails)
+        self.fused_norm = fused_norm
+        self._add_norm: AddNorm = _add_norm
+        if fused_norm:
+            self._add_norm = torch.compile(_add_norm, dynamic=True, fullgraph=True)
         self.layers: list[_Layer] = []
         for layer in base.encoder.layer:
             attention = layer.attention
@@ -143,10 +165,20 @@ class PackedEncoder:
             qkv = F.linear(x, layer.qkv_weight, layer.qkv_bias)
             q, k, v = qkv.view(tokens, 3, self.num_heads, self.head_dim).unbind(1)
             context = attention(q, k, v, layout).reshape(tokens, self.hidden_size)
-            x = _norm(F.linear(context, layer.out_weight, layer.out_bias) + x, layer.norm1)
-            h = layer.activation(F.linear(x, layer.up_weight, layer.up_bias))
-            x = _norm(F.linear(h, layer.down_weight, layer.down_bias) + x, layer.norm2)
+            x = self._residual_norm(
+                F.linear(context, layer.out_weight, layer.out_bias), x, layer.norm1
+            )
+            if self.fused_gelu and layer.up_bias is not None:
+                h = torch._addmm_activation(layer.up_bias, x, layer.up_weight.t(), use_gelu=True)
+            else:
+                h = layer.activation(F.linear(x, layer.up_weight, layer.up_bias))
+            x = self._residual_norm(F.linear(h, layer.down_weight, layer.down_bias), x, layer.norm2)
         return x
+
+    def _residual_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
+        if norm.bias is None:
+            return _norm(x + residual, norm)
+        return self._add_norm(x, residual, norm.weight, norm.bias, norm.eps)
 
 
 def padded_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:
@@ -169,8 +201,8 @@ def varlen_attention() -> tuple[str, AttentionFn] | None:
     """Variable-length flash attention from torch, if this build has it."""
     varlen_attn: Callable[..., Any] | None
     try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
+        varlen_attn = importlib.import_module("torch.nn.attention.varlen").varlen_attn
+    except (ImportError, AttributeError):
         varlen_attn = None
     if varlen_attn is not None:
 

@@ -62,6 +62,8 @@ class RunnerSettings:
     max_input_length: int
     model_id: str | None
     vram_safety_margin: float
+    fused_gelu: bool = False
+    fused_norm: bool = False
 
 
 @dataclass(slots=True)
@@ -84,6 +86,8 @@ class TorchRunner:
         if self._device.type == "cuda":
             if not torch.cuda.is_available():
                 raise UnsupportedModelError("--device cuda but torch sees no CUDA device")
+            if getattr(self._device, "index", None) is None:
+                self._device = torch.device("cuda", torch.cuda.current_device())
             torch.cuda.set_device(self._device)
             # the process never takes the safety margin, whatever the allocator wants
             torch.cuda.set_per_process_memory_fraction(
@@ -116,12 +120,18 @@ class TorchRunner:
         if settings.attention in ("auto", "packed"):
             obstacle = packing_obstacle(hf_model)
             if obstacle is None:
-                self._packed = PackedEncoder(hf_model)
+                on_gpu = self._device.type == "cuda"
+                self._packed = PackedEncoder(
+                    hf_model,
+                    fused_gelu=settings.fused_gelu and on_gpu,
+                    fused_norm=settings.fused_norm and on_gpu,
+                )
                 attention_name = "packed-sdpa"
                 varlen = varlen_attention() if self._varlen_usable() else None
                 if varlen is not None:
                     attention_name = f"packed-{varlen[0]}"
                     self._attention_fn = varlen[1]
+                attention_name += _fusions(self._packed)
             elif settings.attention == "packed":
                 raise UnsupportedModelError(
                     f"--attention packed: {obstacle}; use --attention padded"
@@ -147,9 +157,16 @@ class TorchRunner:
             normalizes_embeddings=pooling.normalize if pooling else False,
         )
         if self._packed is not None and not self._self_check():
-            self._packed = None
-            self._attention_fn = padded_attention
-            self._info = _replace_attention(self._info, "hf-sdpa-padded", padding_free=False)
+            if self._packed.fused_gelu or self._packed.fused_norm:
+                log.warning("retrying the padding-free forward without kernel fusions")
+                self._packed = PackedEncoder(hf_model)
+                self._info = _replace_attention(
+                    self._info, self._info.attention.split("+")[0], padding_free=True
+                )
+            if not self._self_check():
+                self._packed = None
+                self._attention_fn = padded_attention
+                self._info = _replace_attention(self._info, "hf-sdpa-padded", padding_free=False)
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -444,9 +461,15 @@ class TorchRunner:
         assert self._packed is not None
         length = min(64, self._info.max_input_length)
         batch = self._synthetic(count=6, length=length, seed=1)
-        with torch.inference_mode():
-            packed = self._forward_packed(batch, self._packed, self._attention_fn).float()
-            reference = self._forward_padded(batch).float()
+        try:
+            with torch.inference_mode(), self._on_device():
+                packed = self._forward_packed(batch, self._packed, self._attention_fn).float()
+                # a second shape, so that a compiled kernel proves it handles dynamic sizes
+                self._forward_packed(batch[:3], self._packed, self._attention_fn)
+                reference = self._forward_padded(batch).float()
+        except Exception:
+            log.exception("the padding-free forward failed its self-check")
+            return False
         error = float((packed - reference).norm() / reference.norm().clamp_min(1e-6))
         tolerance = 1e-4 if self._dtype == torch.float32 else 5e-2
         if error <= tolerance and bool(torch.isfinite(packed).all()):
@@ -459,6 +482,12 @@ class TorchRunner:
             tolerance,
         )
         return False
+
+
+def _fusions(packed: PackedEncoder) -> str:
+    return ("+fused-gelu" if packed.fused_gelu else "") + (
+        "+fused-norm" if packed.fused_norm else ""
+    )
 
 
 def _replace_attention(info: ModelInfo, attention: str, *, padding_free: bool) -> ModelInfo:
