@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -107,12 +108,10 @@ def demo(state_dir: Path) -> int:
     files = ClusterFiles(state_dir)
     _say("fake GPU nodes and their capacity:")
     sys.stdout.flush()
-    kubectl = files.bin_dir / "kubectl"
-    os.spawnv(
-        os.P_WAIT,
-        str(kubectl),
-        [str(kubectl), f"--kubeconfig={files.kubeconfig}", "get", "nodes",
+    subprocess.run(
+        [files.bin_dir / "kubectl", f"--kubeconfig={files.kubeconfig}", "get", "nodes",
          "-o", f"custom-columns={NODE_COLUMNS}"],
+        check=True,
     )  # fmt: skip
     print("\nThe cluster keeps running; `make cluster-down` stops it.")
     return 0

@@ -84,10 +84,9 @@ def pick_pod_cidr(rng: random.Random | None = None) -> str:
 class LocalCluster:
     """A running local cluster. Start with `LocalCluster.start()`; `stop()` is idempotent."""
 
-    def __init__(self, *, files: ClusterFiles, tools: Toolchain, owns_state_dir: bool) -> None:
+    def __init__(self, *, files: ClusterFiles, tools: Toolchain) -> None:
         self.files = files
         self.tools = tools
-        self.owns_state_dir = owns_state_dir
         self.server = ""
         self.pod_cidr = ""
         self.components: list[Component] = []
@@ -179,17 +178,14 @@ class LocalCluster:
         with_default_nodes: bool = True,
         progress: Callable[[str], None] | None = None,
     ) -> LocalCluster:
-        """Start a cluster in `state_dir` (default: a new temporary directory, removed on stop).
+        """Start a cluster in `state_dir` (default: a new temporary directory); stop removes it.
 
         detach=False ties the processes to this one (they die with it; SIGTERM and exit stop
         them); detach=True leaves them running for `down` to stop later.
         """
         tools = locate()
-        owns = state_dir is None
-        path = (
-            Path(tempfile.mkdtemp(prefix="kuberank-cluster-")) if state_dir is None else state_dir
-        )
-        cluster = cls(files=ClusterFiles(path), tools=tools, owns_state_dir=owns)
+        path = state_dir or Path(tempfile.mkdtemp(prefix="kuberank-cluster-"))
+        cluster = cls(files=ClusterFiles(path), tools=tools)
         if not detach:
             cluster._install_exit_handlers()
         try:

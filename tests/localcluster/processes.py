@@ -183,6 +183,26 @@ def _signal_group(component: Component, signum: signal.Signals) -> None:
         os.killpg(component.pid, signum)
 
 
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(watched: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until none of `watched` runs; those still running after `timeout`.
+
+    An exited process counts as gone before whoever reaps it does (init may be slow to).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in watched if _alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
 def stop(
     components: Iterable[Component],
     *,
@@ -194,15 +214,15 @@ def stop(
     ours = [c for c in given if is_running(c)]
     for component in ours:
         _signal_group(component, signal.SIGTERM)
-    processes = []
+    watched = []
     for component in ours:
         with contextlib.suppress(psutil.NoSuchProcess):
-            processes.append(psutil.Process(component.pid))
-    _, alive = psutil.wait_procs(processes, timeout=grace)
+            watched.append(psutil.Process(component.pid))
+    alive = _wait_gone(watched, grace)
     for component in ours:
         if any(p.pid == component.pid for p in alive) or group_members(component.pid):
             _signal_group(component, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=grace)
+    _wait_gone(alive, grace)
     for component in given:  # crashed ones too: they are zombies until reaped
         popen = (popens or {}).get(component.pid)
         if popen is not None:
