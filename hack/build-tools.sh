@@ -60,7 +60,14 @@ build_set() {
   local start=$SECONDS date
   cd "$here/go/$moddir"
   date=$(go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' "$main_module")
-  go build -trimpath -ldflags "-s -w ${ldflags//@BUILD_DATE@/$date}" -o "$tmp/" "${pkgs[@]}"
+  # its own process group, so an interrupt stops the compilers and linkers too and nothing
+  # writes into $tmp after the EXIT trap removed it
+  setsid go build -trimpath -ldflags "-s -w ${ldflags//@BUILD_DATE@/$date}" -o "$tmp/" "${pkgs[@]}" &
+  local build=$!
+  # shellcheck disable=SC2064  # expand $build now
+  trap "kill -TERM -- -$build 2>/dev/null; wait $build; exit 130" INT TERM
+  wait "$build"
+  trap - INT TERM
   cd "$here"
   local b got
   for b in "${binaries[@]}"; do
@@ -85,6 +92,8 @@ if ! flock -n 9; then
   echo "==> waiting for another hack/build-tools.sh to finish (lock $bin_root/.build.lock)"
   flock 9
 fi
+# half-built sets of a build that was killed (the lock says none is running now)
+find "$bin_root" -mindepth 1 -maxdepth 1 -name '.tmp-*' -exec rm -rf {} +
 
 build_set etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3 "" "${ETCD_VERSION#v}" "~2 min on 2 cores" .=etcd
 

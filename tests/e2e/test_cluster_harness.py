@@ -68,6 +68,20 @@ def _pod(name: str, *, resources: dict[str, str], annotations: dict[str, str] | 
     }
 
 
+def _gpu_pods_on_shared_nodes(cluster: LocalCluster) -> list[str]:
+    """namespace/name of every pod bound to a default H100 node that asks for GPUs."""
+    pods = cluster.kubectl_json("get", "pods", "-A")["items"]
+    return [
+        f"{p['metadata']['namespace']}/{p['metadata']['name']}"
+        for p in pods
+        if p["spec"].get("nodeName") in H100_NODES
+        and any(
+            GPU_RESOURCE in ((c.get("resources") or {}).get("limits") or {})
+            for c in p["spec"]["containers"]
+        )
+    ]
+
+
 def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
@@ -175,6 +189,8 @@ def test_scheduler_enforces_gpu_capacity_and_gc_deletes_the_pods(
             },
         },
     }
+    holders = _gpu_pods_on_shared_nodes(local_cluster)
+    assert not holders, f"other tests left pods holding the shared GPUs: {holders}"
     _apply(local_cluster, namespace, deployment)
 
     def settled() -> bool:
@@ -212,17 +228,11 @@ def test_scheduler_enforces_gpu_capacity_and_gc_deletes_the_pods(
         what="the garbage collector to delete the ReplicaSet and its pods",
     )
 
-    def gpus_free() -> bool:
-        # every pod of this session that holds a GPU on the shared nodes
-        pods = local_cluster.kubectl_json("get", "pods", "-A")["items"]
-        return not any(
-            p["spec"].get("nodeName") in H100_NODES
-            and any(GPU_RESOURCE in (c.get("resources", {}).get("limits") or {})
-                    for c in p["spec"]["containers"])
-            for p in pods
-        )  # fmt: skip
-
-    wait_until(gpus_free, timeout=WAIT, what="the shared GPU nodes to be free again")
+    wait_until(
+        lambda: not _gpu_pods_on_shared_nodes(local_cluster),
+        timeout=WAIT,
+        what="the shared GPU nodes to be free again",
+    )
 
 
 def test_mig_pod_lands_on_the_mig_node_only(local_cluster: LocalCluster, namespace: str) -> None:
