@@ -1,5 +1,8 @@
 """kopf registrations, and nothing else: each handler hands off in one or two lines.
 
+Every handler is `async def`: kopf runs plain functions in a thread pool, and these touch the
+controller's work queue, which lives on the event loop.
+
 Indexes keep small summaries of RerankerDeployments, their Deployments, Services,
 PodDisruptionBudgets and pods, every pod holding a GPU, and GPU nodes. Event handlers only put
 keys into the controller's work queue; the controller (reconciling.py) does the work. No
@@ -46,37 +49,37 @@ async def cleanup(memo: Any, **_: Any) -> None:
 
 
 @kopf.index(*RRD, registry=registry)
-def rrd_index(body: kopf.Body, **_: Any) -> Any:
+async def rrd_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.rrd_entry(body)
 
 
 @kopf.index("apps", "v1", "deployments", registry=registry)
-def deployment_index(body: kopf.Body, **_: Any) -> Any:
+async def deployment_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
 @kopf.index("v1", "services", registry=registry)
-def service_index(body: kopf.Body, **_: Any) -> Any:
+async def service_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
 @kopf.index("policy", "v1", "poddisruptionbudgets", registry=registry)
-def pdb_index(body: kopf.Body, **_: Any) -> Any:
+async def pdb_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
 @kopf.index("v1", "pods", registry=registry)
-def pod_index(body: kopf.Body, **_: Any) -> Any:
+async def pod_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.pod_entries(body)
 
 
 @kopf.index("v1", "nodes", registry=registry)
-def node_index(body: kopf.Body, **_: Any) -> Any:
+async def node_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.node_entry(body)
 
 
 @kopf.on.event(*RRD, registry=registry)
-def rrd_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def rrd_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> None:
     key = (body.metadata.namespace or "", body.metadata.name or "")
     if event.get("type") == "DELETED":
         _controller(memo).forget(key)
@@ -87,14 +90,14 @@ def rrd_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, **_: Any) -> Non
 @kopf.on.event("apps", "v1", "deployments", registry=registry)
 @kopf.on.event("v1", "services", registry=registry)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", registry=registry)
-def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def child_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = indexes.owner_of_child(body)
     if owner is not None:
         _controller(memo).enqueue(owner)
 
 
 @kopf.on.event("v1", "pods", registry=registry)
-def pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     owner = indexes.owner_of_pod(body)
     if owner is not None:
         _controller(memo).enqueue(owner)
@@ -103,6 +106,6 @@ def pod_event(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event("v1", "nodes", registry=registry)
-def node_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def node_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     if summarize_node(body).allocatable:
         _controller(memo).capacity_changed()
