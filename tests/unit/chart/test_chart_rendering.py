@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,9 +126,9 @@ def test_fullname_follows_release_and_overrides(render: Render) -> None:
     "sets",
     [
         (),
-        ("alertWebhook.enabled=true", "operator.replicaCount=2"),
+        ("alertWebhook.enabled=true", "operator.watchNamespaces={a}"),
     ],
-    ids=["defaults", "webhook-2-replicas"],
+    ids=["defaults", "webhook-namespaced"],
 )
 def test_every_container_is_locked_down(render: Render, sets: tuple[str, ...]) -> None:
     for name, spec in pod_specs(render(*sets)):
@@ -251,10 +252,10 @@ def test_existing_webhook_secret_is_used_not_created(render: Render) -> None:
     "sets",
     [
         (),
-        ("operator.watchNamespaces={a,b}", "operator.replicaCount=3", "operator.logFormat=text"),
+        ("operator.watchNamespaces={a,b}", "operator.logFormat=text"),
         ("alertWebhook.enabled=true", "operator.builtinEvaluator=false", "operator.workers=8"),
     ],
-    ids=["defaults", "namespaced-peers", "webhook"],
+    ids=["defaults", "namespaced", "webhook"],
 )
 def test_operator_cli_accepts_the_rendered_flags(render: Render, sets: tuple[str, ...]) -> None:
     from kuberank_operator import cli
@@ -262,21 +263,62 @@ def test_operator_cli_accepts_the_rendered_flags(render: Render, sets: tuple[str
     container = one(render(*sets), "Deployment")["spec"]["template"]["spec"]["containers"][0]
     config = cli.parse_config(container["args"], env={})
     assert config.metrics_port == container["ports"][0]["containerPort"]
-    if "operator.replicaCount=3" in sets:
-        assert config.namespaces == ("a", "b")
-        assert config.peering == "kuberank"
+    assert config.namespaces == (("a", "b") if "operator.watchNamespaces={a,b}" in sets else ())
+    assert config.peering == ""
+    assert config.alert_webhook == ("alertWebhook.enabled=true" in sets)
+
+
+@pytest.fixture
+def chart_with_peering_crds(tmp_path: Path) -> Path:
+    """A copy of the chart whose crds/ also holds kopf's peering CRDs."""
+    copy = tmp_path / "kuberank"
+    shutil.copytree(CHART_DIR, copy)
+    (copy / "crds" / "kopf-peering.yaml").write_text(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
+        "metadata:\n  name: kopfpeerings.kopf.dev\nspec:\n  group: kopf.dev\n"
+    )
+    return copy
+
+
+def test_several_replicas_need_the_peering_crds(helm: Helm) -> None:
+    shipped = any("kopf.dev" in p.read_text() for p in (CHART_DIR / "crds").glob("*.yaml"))
+    done = helm("template", "kuberank", str(CHART_DIR), "--set", "operator.replicaCount=2")
+    if shipped:
+        assert done.returncode == 0, done.stderr
     else:
-        assert config.namespaces == ()
-        assert config.peering == ""
+        assert done.returncode != 0
+        assert "operator.replicaCount=2 needs kopf's peering CRDs" in done.stderr
+        assert "set operator.replicaCount=1" in done.stderr
 
 
-def test_several_replicas_get_a_peering_object(render: Render) -> None:
+def test_several_replicas_elect_one_peer(helm: Helm, chart_with_peering_crds: Path) -> None:
+    from kuberank_operator import cli
+
+    def render(*sets: str) -> list[dict[str, Any]]:
+        args = ["template", "kuberank", str(chart_with_peering_crds)]
+        for pair in sets:
+            args += ["--set", pair]
+        done = helm(*args)
+        assert done.returncode == 0, done.stderr
+        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
     clusterwide = render("operator.replicaCount=2")
     assert one(clusterwide, "ClusterKopfPeering")["metadata"]["name"] == "kuberank"
+    container = one(clusterwide, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert cli.parse_config(container["args"], env={}).peering == "kuberank"
+    peering_rules = [r for r in _rules(clusterwide) if r["apiGroups"] == ["kopf.dev"]]
+    assert peering_rules == [
+        {
+            "apiGroups": ["kopf.dev"],
+            "resources": ["clusterkopfpeerings"],
+            "resourceNames": ["kuberank"],
+            "verbs": ["get", "list", "watch", "patch"],
+        }
+    ]
     namespaced = render("operator.replicaCount=2", "operator.watchNamespaces={a,b}")
     peerings = by_kind(namespaced, "KopfPeering")
     assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
-    assert not by_kind(render(), "ClusterKopfPeering")
+    assert not by_kind(render("operator.replicaCount=1"), "ClusterKopfPeering")
 
 
 def test_dashboard_configmap_holds_the_dashboard(render: Render) -> None:
