@@ -82,6 +82,14 @@ def _gpu_pods_on_shared_nodes(cluster: LocalCluster) -> list[str]:
     ]
 
 
+def _alive(pid: int) -> bool:
+    # an exited orphan stays a zombie until init reaps it: that is gone, too
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _apply(cluster: LocalCluster, namespace: str, manifest: dict[str, Any]) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
@@ -380,3 +388,46 @@ def test_a_second_cluster_runs_beside_and_sigterm_leaves_nothing_behind(
             runner.wait()
     # the session's cluster never noticed
     assert local_cluster.kubectl("get", "--raw", "/readyz").stdout == "ok"
+
+
+def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
+    state_dir = tmp_path / "cluster"
+    env = {**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir)}
+
+    def cli(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tests.localcluster", command],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    try:
+        up = cli("up")
+        assert up.returncode == 0, up.stderr
+        assert f"export KUBECONFIG={state_dir / 'kubeconfig'}" in up.stdout
+        pids = [
+            c["pid"] for c in json.loads((state_dir / "cluster.json").read_text())["components"]
+        ]
+        assert len(pids) == 5
+        # `up` has exited; the cluster keeps running for other shells
+        status = cli("status")
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count(" running") == 5
+    finally:
+        down = cli("down")
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    assert not state_dir.exists()
+    wait_until(
+        lambda: not any(_alive(pid) for pid in pids),
+        timeout=10,
+        what="the CLI cluster's processes to exit",
+    )
+    again = cli("down")
+    assert again.returncode == 0
+    assert "no local cluster was running" in again.stdout
+    assert cli("status").returncode == 1

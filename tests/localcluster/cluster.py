@@ -361,15 +361,16 @@ class LocalCluster:
         )
         # pods are rejected until the service-account controller made the namespace's default SA
         say("waiting for the default service account")
-        wait_until(
-            lambda: processes.probe(
-                f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
-                context=api_context,
-            ),
-            timeout=COMPONENT_TIMEOUT,
-            what="the default service account (kube-controller-manager's serviceaccount "
-            f"controller; see {files.log('kube-controller-manager')})",
-        )
+        with _explained_by(files.log("kube-controller-manager")):
+            wait_until(
+                lambda: processes.probe(
+                    f"{self.server}/api/v1/namespaces/default/serviceaccounts/default",
+                    context=api_context,
+                ),
+                timeout=COMPONENT_TIMEOUT,
+                what="the default service account (kube-controller-manager's serviceaccount "
+                "controller)",
+            )
         if with_default_nodes:
             say("creating the fake GPU nodes")
             self._create_nodes(nodes.default_nodes(), timeout=COMPONENT_TIMEOUT)
@@ -405,12 +406,22 @@ class LocalCluster:
             }
             return names <= ready
 
-        wait_until(
-            all_ready,
-            timeout=timeout,
-            interval=0.3,
-            what=f"nodes {sorted(names)} to become Ready (kwok; see {self.files.log('kwok')})",
-        )
+        with _explained_by(self.files.log("kwok")):
+            wait_until(
+                all_ready,
+                timeout=timeout,
+                interval=0.3,
+                what=f"nodes {sorted(names)} to become Ready (kwok manages them)",
+            )
+
+
+@contextlib.contextmanager
+def _explained_by(log: Path) -> Iterator[None]:
+    """Add the tail of the responsible component's log to a timeout (the log may be gone soon)."""
+    try:
+        yield
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}; last lines of {log}:\n{processes.log_tail(log)}") from None
 
 
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
