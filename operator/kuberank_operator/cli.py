@@ -68,6 +68,13 @@ def _resync(raw: str) -> float:
     return value
 
 
+def _lease_seconds(raw: str) -> int:
+    value = int(raw)
+    if not 3 <= value <= 300:
+        raise ValueError("must be 3 to 300 seconds")
+    return value
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -166,20 +173,34 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "correcting edits to its objects that the index cannot see",
     )
     add(
-        "--peering",
-        d.peering,
+        "--leader-election",
+        d.leader_election,
+        parse_bool,
+        "run as one of several replicas: only the holder of a coordination.k8s.io Lease "
+        "reconciles, scales and restarts pods; the others keep their caches warm and take "
+        "over within --leader-election-seconds when it stops. Off: this process acts alone",
+        metavar="BOOL",
+    )
+    add(
+        "--leader-election-namespace",
+        env.get("POD_NAMESPACE") or d.leader_election_namespace,
         str,
-        "kopf peering object name; empty runs standalone (one replica). Set it when running "
-        "two or more replicas: the one with the highest --priority works, the others wait. "
-        "Needs the KopfPeering/ClusterKopfPeering CRDs (crds/kopf-peering.yaml) and an "
-        "object of that name",
+        "namespace of the Lease (default: $POD_NAMESPACE, the operator's own namespace)",
+        metavar="NS",
+    )
+    add(
+        "--leader-election-lease",
+        d.leader_election_lease,
+        str,
+        "name of the Lease the replicas share",
         metavar="NAME",
     )
     add(
-        "--priority",
-        d.priority,
-        int,
-        "peering priority; 0 picks a random one at start so that replicas differ",
+        "--leader-election-seconds",
+        d.leader_election_seconds,
+        _lease_seconds,
+        "Lease duration: a leader that stops renewing is replaced after this long",
+        metavar="SECONDS",
     )
     add(
         "--sidecar-pod-resources",
@@ -256,8 +277,10 @@ def parse_config(
         workers=args.workers,
         api_threads=args.api_threads,
         resync_seconds=args.resync_seconds,
-        peering=args.peering,
-        priority=args.priority,
+        leader_election=args.leader_election,
+        leader_election_namespace=args.leader_election_namespace,
+        leader_election_lease=args.leader_election_lease,
+        leader_election_seconds=args.leader_election_seconds,
         sidecar_pod_resources=args.sidecar_pod_resources,
         builtin_evaluator=args.builtin_evaluator,
         alert_webhook=args.alert_webhook,

@@ -18,10 +18,12 @@ class OperatorConfig:
     workers: int = 4
     api_threads: int = 8
     resync_seconds: float = 300.0
-    # kopf peering: empty runs standalone (one replica); a name coordinates replicas through
-    # the KopfPeering/ClusterKopfPeering object of that name.
-    peering: str = ""
-    priority: int = 0
+    # Leader election on a Lease: off for one replica; with two or more, only the Lease holder
+    # reconciles and acts, the others keep warm indexes and take over when it goes.
+    leader_election: bool = False
+    leader_election_namespace: str = "default"
+    leader_election_lease: str = "kuberank-operator"
+    leader_election_seconds: int = 15
     sidecar_pod_resources: bool = False
     # Autoscaling and OOM restarts (responders.py): the builtin evaluator scrapes pods and
     # decides; the Alertmanager webhook receiver acts on kuberank alerts when enabled.

@@ -304,3 +304,34 @@ class KubeApi:
                 return False
             raise
         return True
+
+    # --- leader election (leases.py decides, electing.py loops) ---------------------------
+
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    async def read_lease(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            _, body = await self._call("GET", self._lease_path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(body or {})
+
+    async def write_lease(self, body: Mapping[str, Any]) -> bool:
+        """Create the Lease, or replace it at the resourceVersion it carries; False when
+        another replica wrote first (409 Conflict or 409 AlreadyExists)."""
+        meta = body["metadata"]
+        try:
+            if meta.get("resourceVersion"):
+                path = self._lease_path(meta["namespace"], meta["name"])
+                await self._call("PUT", path, body=dict(body))
+            else:
+                await self._call("POST", self._lease_path(meta["namespace"]), body=dict(body))
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True

@@ -105,11 +105,16 @@ class Controller:
     # --- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start the workers (again, after pause) and take a fresh look at every resource."""
+        if self._tasks:
+            return
         for i in range(self._options.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"reconcile-worker-{i}"))
+        for key in self._world.rrd_keys():
+            self.queue.add(key)
 
-    async def stop(self) -> None:
-        self.queue.close()
+    async def pause(self) -> None:
+        """Stop working but keep the queue: a standby replica keeps collecting keys."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -117,9 +122,14 @@ class Controller:
                 await task
         self._tasks.clear()
 
+    async def stop(self) -> None:
+        self.queue.close()
+        await self.pause()
+
     @property
     def alive(self) -> bool:
-        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+        """No worker has died (a paused controller, with none, is alive)."""
+        return not any(t.done() for t in self._tasks)
 
     async def _work(self) -> None:
         while True:

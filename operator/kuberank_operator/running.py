@@ -1,14 +1,19 @@
 """Start and stop what runs beside kopf's watches: the reconcile workers and the HTTP endpoint.
 
-Also the one place that configures kopf (logging, server-side selectors, peering) and runs it.
+Also the one place that configures kopf (logging, server-side selectors) and runs it. kopf
+always runs standalone: with several replicas, leader election on a Lease (electing.py) decides
+which one works. kopf's own peering would pause kopf's watchers only, not our workers, the
+builtin evaluator or the webhook; with the Lease, standbys keep warm indexes and take over fast.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import os
+import socket
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ import kopf
 
 from kuberank_operator import naming
 from kuberank_operator.config import OperatorConfig
+from kuberank_operator.electing import ElectionOptions, Elector
 from kuberank_operator.indexes import World
 from kuberank_operator.kubeapi import KubeApi
 from kuberank_operator.metrics import REGISTRY, QueueCollector, StateCollector
@@ -44,6 +50,8 @@ class Runtime:
     server: OpsServer | None = None
     collectors: tuple[Any, ...] = ()
     responders: Any = None  # responders.Responders: builtin evaluator, alert webhook
+    world: World | None = None
+    elector: Elector | None = None
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -56,7 +64,6 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.peering.stealth = True
 
 
 def state_counts(world: World) -> dict[str, int]:
@@ -73,7 +80,7 @@ async def start(
 ) -> None:
     config = runtime.config
     configure_kopf(settings, config)
-    world = World(indices)
+    world = runtime.world = World(indices)
     runtime.api = KubeApi.from_environment(kubeconfig=config.kubeconfig, threads=config.api_threads)
     controller = Controller(
         api=runtime.api,
@@ -85,7 +92,6 @@ async def start(
         ),
     )
     runtime.controller = controller
-    controller.start()
     queue = controller.queue
     runtime.collectors = (
         QueueCollector(lambda: (len(queue), queue.processing, queue.scheduled)),
@@ -101,19 +107,53 @@ async def start(
         ready=runtime.ready.is_set,
     )
     await runtime.server.start()
-    runtime.responders = await start_responders(config=config, api=runtime.api, world=world)
     logger.info(
         "kuberank operator started: watching %s, %d workers, metrics on :%d",
         "all namespaces" if config.clusterwide else ", ".join(config.namespaces),
         config.workers,
         runtime.server.bound_port,
     )
+    if not config.leader_election:
+        await lead(runtime)
+        return
+    runtime.elector = Elector(
+        api=runtime.api,
+        options=ElectionOptions(
+            namespace=config.leader_election_namespace,
+            name=config.leader_election_lease,
+            identity=replica_identity(),
+            lease_seconds=config.leader_election_seconds,
+        ),
+        on_lead=lambda: lead(runtime),
+        on_follow=lambda: follow(runtime),
+    )
+    runtime.elector.start()
 
 
-async def stop(*, runtime: Runtime) -> None:
+async def lead(runtime: Runtime) -> None:
+    """This replica acts: reconcile workers, then the autoscaler and webhook (issue 6)."""
+    assert runtime.controller is not None
+    assert runtime.api is not None
+    assert runtime.world is not None
+    runtime.controller.start()
+    runtime.responders = await start_responders(
+        config=runtime.config, api=runtime.api, world=runtime.world
+    )
+
+
+async def follow(runtime: Runtime) -> None:
+    """This replica stands by: nothing acts, the watches and indexes stay warm."""
     if runtime.responders is not None:
         await stop_responders(runtime.responders)
         runtime.responders = None
+    if runtime.controller is not None:
+        await runtime.controller.pause()
+
+
+async def stop(*, runtime: Runtime) -> None:
+    if runtime.elector is not None:
+        await runtime.elector.stop()
+    await follow(runtime)
     if runtime.controller is not None:
         await runtime.controller.stop()
     if runtime.server is not None:
@@ -125,9 +165,9 @@ async def stop(*, runtime: Runtime) -> None:
         runtime.api.close()
 
 
-def peering_priority(config: OperatorConfig) -> int:
-    """Replicas need distinct priorities: kopf pauses all peers that share one."""
-    return config.priority or random.randint(1, 1_000_000)
+def replica_identity() -> str:
+    """Unique per process: a restarted pod must not mistake its predecessor's Lease for its own."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
 
 
 def run(config: OperatorConfig, *, registry: kopf.OperatorRegistry) -> None:
@@ -142,16 +182,13 @@ def run(config: OperatorConfig, *, registry: kopf.OperatorRegistry) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     ready = threading.Event()
     runtime = Runtime(config=config, ready=ready)
-    standalone = not config.peering
     asyncio.run(
         kopf.operator(
             registry=registry,
             memo=kopf.Memo(runtime=runtime),
             clusterwide=config.clusterwide,
             namespaces=list(config.namespaces),
-            standalone=standalone,
-            peering_name=config.peering or None,
-            priority=None if standalone else peering_priority(config),
+            standalone=True,
             ready_flag=ready,
         )
     )

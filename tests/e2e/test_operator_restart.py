@@ -78,7 +78,8 @@ def test_killed_mid_reconcile_converges_without_duplicates(
         if e["reason"] == "Created"
     )
     assert all(count == 1 for count in created.values()), created
-    assert len(created) == 3 * len(NAMES)
+    # The kill may fall between an apply and its Event (one worker: one such gap at most).
+    assert len(created) >= 3 * len(NAMES) - 1, created
     made = sum(len(made_before[k]) for k in ("deployments", "services", "poddisruptionbudgets"))
     assert made < 3 * len(NAMES), "the kill came too late to interrupt anything"
     assert "Traceback" not in second.logs()

@@ -19,13 +19,16 @@ def test_environment_sets_and_flags_win() -> None:
         "KUBERANK_NAMESPACES": "search, rag",
         "KUBERANK_LOG_FORMAT": "text",
         "KUBERANK_METRICS_PORT": "9100",
-        "KUBERANK_PEERING": "kuberank",
+        "KUBERANK_LEADER_ELECTION": "true",
+        "POD_NAMESPACE": "kuberank-system",
         "KUBERANK_SIDECAR_POD_RESOURCES": "true",
     }
     config = parse_config([], env=env)
     assert config.namespaces == ("search", "rag")
     assert not config.clusterwide
-    assert (config.log_format, config.metrics_port, config.peering) == ("text", 9100, "kuberank")
+    assert (config.log_format, config.metrics_port) == ("text", 9100)
+    assert config.leader_election
+    assert config.leader_election_namespace == "kuberank-system"
     assert config.sidecar_pod_resources
     flagged = parse_config(["--metrics-port", "0", "--namespaces", "only"], env=env)
     assert (flagged.metrics_port, flagged.namespaces) == (0, ("only",))
@@ -41,6 +44,7 @@ def test_environment_sets_and_flags_win() -> None:
         ({"KUBERANK_LOG_FORMAT": "xml"}, "choose one of json, text"),
         ({"KUBERANK_SIDECAR_POD_RESOURCES": "maybe"}, "use true or false"),
         ({"KUBERANK_RESYNC_SECONDS": "1"}, "at least 10 seconds"),
+        ({"KUBERANK_LEADER_ELECTION_SECONDS": "1"}, "must be 3 to 300 seconds"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], fragment: str) -> None:
@@ -56,6 +60,12 @@ def test_bad_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_help_names_every_environment_variable() -> None:
-    text = build_parser({}).format_help()
-    for flag in ("--namespaces", "--log-format", "--metrics-port", "--peering", "--workers"):
+    text = " ".join(build_parser({}).format_help().split())
+    for flag in (
+        "--namespaces",
+        "--log-format",
+        "--metrics-port",
+        "--leader-election",
+        "--workers",
+    ):
         assert f"env {env_name(flag)}" in text
