@@ -80,24 +80,9 @@ app.kubernetes.io/part-of: kuberank
 {{- default (printf "%s-webhook" (include "kuberank.fullname" .)) .Values.alertWebhook.existingSecret }}
 {{- end }}
 
-{{/* "true" when the chart's crds/ holds kopf's peering CRDs (group kopf.dev). */}}
-{{- define "kuberank.peeringCrdsShipped" -}}
-{{- range $path, $_ := .Files.Glob "crds/*.yaml" }}
-{{- if regexMatch "(?m)^\\s*group:\\s*kopf\\.dev\\s*$" ($.Files.Get $path) }}true{{ end }}
-{{- end }}
-{{- end }}
-
-{{/*
-kopf peering object name: set when more than one operator replica runs, so that exactly one
-of them acts. Replicas without peering would fight over every object: refuse to render them.
-*/}}
-{{- define "kuberank.peeringName" -}}
-{{- if gt (int .Values.operator.replicaCount) 1 }}
-{{- if not (include "kuberank.peeringCrdsShipped" .) }}
-{{- fail (printf "operator.replicaCount=%d needs kopf's peering CRDs (KopfPeering, ClusterKopfPeering; group kopf.dev) in the chart's crds/ so that one replica acts at a time, and this chart does not ship them: set operator.replicaCount=1" (int .Values.operator.replicaCount)) }}
-{{- end }}
-{{- include "kuberank.fullname" . }}
-{{- end }}
+{{/* "true" when several operator replicas run: they elect one leader through a Lease. */}}
+{{- define "kuberank.leaderElection" -}}
+{{- if gt (int .Values.operator.replicaCount) 1 }}true{{ end }}
 {{- end }}
 
 {{/* Namespace of the Grafana dashboard ConfigMap. */}}

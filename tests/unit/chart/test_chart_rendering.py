@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -264,61 +263,35 @@ def test_operator_cli_accepts_the_rendered_flags(render: Render, sets: tuple[str
     config = cli.parse_config(container["args"], env={})
     assert config.metrics_port == container["ports"][0]["containerPort"]
     assert config.namespaces == (("a", "b") if "operator.watchNamespaces={a,b}" in sets else ())
-    assert config.peering == ""
+    assert config.leader_election is False
     assert config.alert_webhook == ("alertWebhook.enabled=true" in sets)
 
 
-@pytest.fixture
-def chart_with_peering_crds(tmp_path: Path) -> Path:
-    """A copy of the chart whose crds/ also holds kopf's peering CRDs."""
-    copy = tmp_path / "kuberank"
-    shutil.copytree(CHART_DIR, copy)
-    (copy / "crds" / "kopf-peering.yaml").write_text(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n"
-        "metadata:\n  name: kopfpeerings.kopf.dev\nspec:\n  group: kopf.dev\n"
-    )
-    return copy
-
-
-def test_several_replicas_need_the_peering_crds(helm: Helm) -> None:
-    shipped = any("kopf.dev" in p.read_text() for p in (CHART_DIR / "crds").glob("*.yaml"))
-    done = helm("template", "kuberank", str(CHART_DIR), "--set", "operator.replicaCount=2")
-    if shipped:
-        assert done.returncode == 0, done.stderr
-    else:
-        assert done.returncode != 0
-        assert "operator.replicaCount=2 needs kopf's peering CRDs" in done.stderr
-        assert "set operator.replicaCount=1" in done.stderr
-
-
-def test_several_replicas_elect_one_peer(helm: Helm, chart_with_peering_crds: Path) -> None:
+def test_several_replicas_elect_a_leader_through_one_lease(render: Render) -> None:
     from kuberank_operator import cli
 
-    def render(*sets: str) -> list[dict[str, Any]]:
-        args = ["template", "kuberank", str(chart_with_peering_crds)]
-        for pair in sets:
-            args += ["--set", pair]
-        done = helm(*args)
-        assert done.returncode == 0, done.stderr
-        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-    clusterwide = render("operator.replicaCount=2")
-    assert one(clusterwide, "ClusterKopfPeering")["metadata"]["name"] == "kuberank"
-    container = one(clusterwide, "Deployment")["spec"]["template"]["spec"]["containers"][0]
-    assert cli.parse_config(container["args"], env={}).peering == "kuberank"
-    peering_rules = [r for r in _rules(clusterwide) if r["apiGroups"] == ["kopf.dev"]]
-    assert peering_rules == [
+    objects = render("operator.replicaCount=2", "operator.watchNamespaces={a}")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 1, "maxSurge": 0}
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    config = cli.parse_config(args, env={})
+    assert config.leader_election is True
+    assert config.leader_election_namespace == "kuberank-system"
+    assert config.leader_election_lease == "kuberank"
+    role = one(objects, "Role")
+    assert role["metadata"]["namespace"] == "kuberank-system"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
-            "apiGroups": ["kopf.dev"],
-            "resources": ["clusterkopfpeerings"],
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
             "resourceNames": ["kuberank"],
-            "verbs": ["get", "list", "watch", "patch"],
-        }
+            "verbs": ["get", "update"],
+        },
     ]
-    namespaced = render("operator.replicaCount=2", "operator.watchNamespaces={a,b}")
-    peerings = by_kind(namespaced, "KopfPeering")
-    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["a", "b"]
-    assert not by_kind(render("operator.replicaCount=1"), "ClusterKopfPeering")
+    single = render()
+    assert not by_kind(single, "Role")
+    assert one(single, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 
 def test_dashboard_configmap_holds_the_dashboard(render: Render) -> None:
