@@ -4,4 +4,6 @@ import sys
 
 from kuberank_inference.cli import main
 
-sys.exit(main())
+# the guard matters: the model process (multiprocessing spawn) re-imports this module
+if __name__ == "__main__":
+    sys.exit(main())

@@ -37,6 +37,8 @@ class ServableModel(ModelRunner, Protocol):
 
     def device_uuids(self) -> list[str]: ...
 
+    def close(self) -> None: ...
+
 
 ModelLoader = Callable[[], ServableModel]
 
@@ -78,9 +80,10 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
     app[FATAL] = asyncio.Event()
     app.add_routes(Handlers(state).routes(fault_injection=config.debug_fault_injection))
     bring_up: list[asyncio.Task[None]] = []
+    loaded: list[ServableModel] = []
 
     async def on_startup(app: web.Application) -> None:
-        bring_up.append(asyncio.create_task(_bring_up(app, config, load_model)))
+        bring_up.append(asyncio.create_task(_bring_up(app, config, load_model, loaded)))
 
     async def on_cleanup(app: web.Application) -> None:
         for task in bring_up:
@@ -88,16 +91,24 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
         await asyncio.gather(*bring_up, return_exceptions=True)
         if state.engine is not None:
             await state.engine.stop()
+        for model in loaded:
+            await asyncio.to_thread(model.close)
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
 
 
-async def _bring_up(app: web.Application, config: ServerConfig, load_model: ModelLoader) -> None:
+async def _bring_up(
+    app: web.Application,
+    config: ServerConfig,
+    load_model: ModelLoader,
+    loaded: list[ServableModel],
+) -> None:
     state = app[STATE]
     try:
         model = await asyncio.to_thread(load_model)
+        loaded.append(model)
         info = model.info
         await asyncio.to_thread(model.warm_up, max_batch_tokens=config.max_batch_tokens)
         ceiling = await asyncio.to_thread(_fit_budget, model, config)

@@ -42,6 +42,7 @@ class ServerConfig:
     debug_fault_injection: bool
     shutdown_timeout: float
     log_level: str
+    model_process: str = "auto"
     fused_gelu: bool = True
     fused_norm: bool = True
 
@@ -129,6 +130,13 @@ FLAGS: tuple[_Flag, ...] = (
         "where supported",
         "auto",
         choices=("auto", "packed", "padded"),
+    ),
+    _Flag(
+        "model-process",
+        "run the model in a child process of its own, so kernel launches never wait for the "
+        "GIL behind HTTP and tokenization; auto: on with CUDA, off on CPU",
+        "auto",
+        choices=("auto", "on", "off"),
     ),
     _Flag(
         "fused-gelu",
@@ -309,6 +317,7 @@ def parse_config(
         debug_fault_injection=args.debug_fault_injection,
         shutdown_timeout=args.shutdown_timeout,
         log_level=args.log_level,
+        model_process=args.model_process,
         fused_gelu=args.fused_gelu,
         fused_norm=args.fused_norm,
     )

@@ -87,3 +87,4 @@ class DeviceOutOfMemoryError(Exception):
     def __init__(self, *, tokens: int, detail: str) -> None:
         super().__init__(f"device out of memory on a batch of {tokens} tokens: {detail}")
         self.tokens = tokens
+        self.detail = detail

@@ -23,25 +23,36 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         from kuberank_inference.sources import go_offline, resolve_model
 
         go_offline()
-        from kuberank_inference.torchmodel.runner import RunnerSettings, TorchRunner
+        from kuberank_inference.torchmodel.settings import RunnerSettings
 
         source = resolve_model(config.model)
-        return TorchRunner(
-            RunnerSettings(
-                source=source,
-                task=config.task,  # type: ignore[arg-type]
-                device=config.device,
-                dtype=config.dtype,
-                attention=config.attention,  # type: ignore[arg-type]
-                max_input_length=config.max_input_length,
-                model_id=config.model_id,
-                vram_safety_margin=config.vram_safety_margin,
-                fused_gelu=config.fused_gelu,
-                fused_norm=config.fused_norm,
-            )
+        settings = RunnerSettings(
+            source=source,
+            task=config.task,  # type: ignore[arg-type]
+            device=config.device,
+            dtype=config.dtype,
+            attention=config.attention,  # type: ignore[arg-type]
+            max_input_length=config.max_input_length,
+            model_id=config.model_id,
+            vram_safety_margin=config.vram_safety_margin,
+            fused_gelu=config.fused_gelu,
+            fused_norm=config.fused_norm,
         )
+        if use_model_process(config):
+            from kuberank_inference.torchmodel.process import ModelProcess
+
+            return ModelProcess(settings, warm_up_tokens=config.max_batch_tokens)
+        from kuberank_inference.torchmodel.runner import TorchRunner
+
+        return TorchRunner(settings)
 
     return load  # type: ignore[return-value]
+
+
+def use_model_process(config: ServerConfig) -> bool:
+    if config.model_process == "auto":
+        return config.device.startswith("cuda")
+    return config.model_process == "on"
 
 
 async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) -> int:

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,6 @@ from kuberank_inference.engine.contracts import (
     TokenizedSequence,
 )
 from kuberank_inference.failures import DeviceOutOfMemoryError
-from kuberank_inference.sources import ModelSource
 from kuberank_inference.torchmodel.packed import (
     AttentionFn,
     PackedEncoder,
@@ -40,7 +39,10 @@ from kuberank_inference.torchmodel.packed import (
     padded_attention,
     varlen_attention,
 )
+from kuberank_inference.torchmodel.settings import RunnerSettings
 from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer
+
+__all__ = ["RunnerSettings", "TorchRunner", "UnsupportedModelError"]
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +52,6 @@ _POOLING = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens")
 
 class UnsupportedModelError(Exception):
     pass
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerSettings:
-    source: ModelSource
-    task: Literal["auto", "rerank", "embed"]
-    device: str
-    dtype: str
-    attention: Literal["auto", "packed", "padded"]
-    max_input_length: int
-    model_id: str | None
-    vram_safety_margin: float
-    fused_gelu: bool = False
-    fused_norm: bool = False
 
 
 @dataclass(slots=True)
@@ -110,6 +98,8 @@ class TorchRunner:
         token_types = getattr(hf_model.base_model.embeddings, "token_type_embeddings", None)
         self._has_token_types = token_types is not None
         uses_type_ids = token_types is not None and token_types.weight.shape[0] > 1
+        self._tokenizer_json = tokenizer.backend_tokenizer.to_str()
+        self._uses_type_ids = uses_type_ids
         self._tokenizer = SequenceTokenizer(
             tokenizer.backend_tokenizer, max_length=max_length, uses_type_ids=uses_type_ids
         )
@@ -213,6 +203,13 @@ class TorchRunner:
 
     def _varlen_usable(self) -> bool:
         return self._device.type == "cuda" and self._dtype in (torch.float16, torch.bfloat16)
+
+    def tokenizer_spec(self) -> tuple[str, int, bool]:
+        """What another process needs to tokenize exactly like this runner."""
+        return self._tokenizer_json, self._tokenizer.max_length, self._uses_type_ids
+
+    def close(self) -> None:
+        """Nothing to release: the model lives as long as the process."""
 
     # --- the ModelRunner protocol ------------------------------------------------------------
 
