@@ -104,6 +104,7 @@ def status(state_dir: Path) -> int:
 
 
 def demo(state_dir: Path) -> int:
+    _say("[1/7] the local control plane with fake GPU nodes")
     up(state_dir)
     files = ClusterFiles(state_dir)
     _say("fake GPU nodes and their capacity:")
@@ -113,8 +114,10 @@ def demo(state_dir: Path) -> int:
          "-o", f"custom-columns={NODE_COLUMNS}"],
         check=True,
     )  # fmt: skip
-    print("\nThe cluster keeps running; `make cluster-down` stops it.")
-    return 0
+    # The rest of the story (chart, operator, example, a query) is tests/release/demo.py.
+    from tests.release.demo import tell_story
+
+    return tell_story(state_dir)
 
 
 def _terminate(signum: int, _frame: FrameType | None) -> None:
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "command",
         choices=["up", "down", "status", "demo"],
         help="up: start it and print how to use it; down: stop it and remove its state; "
-        "status: is it running; demo: up, then show the fake GPU nodes",
+        "status: is it running; demo: up, then the chart, the example RerankerDeployment and a "
+        "rerank query answered on one of its pods (tests/release/demo.py)",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

@@ -93,7 +93,14 @@ def operator_pod(kube: Kube, *, namespace: str, deployment: Mapping[str, Any]) -
 
 
 def start_host_operator(
-    kube: Kube, *, namespace: str, deployment: str, workdir: Path, die_with_parent: bool = True
+    kube: Kube,
+    *,
+    namespace: str,
+    deployment: str,
+    workdir: Path,
+    name: str = "kuberank-operator",
+    log: Path | None = None,
+    die_with_parent: bool = True,
 ) -> HostOperator:
     """Start the chart's operator on the host and wait until it answers /readyz.
 
@@ -108,13 +115,13 @@ def start_host_operator(
     )
     url = f"http://{pod['status']['podIP']}:{plan.port}"
     spec = ComponentSpec(
-        name="kuberank-operator",
+        name=name,
         argv=[*plan.argv, f"--kubeconfig={kubeconfig}"],
         health_url=f"{url}/readyz",
         env={**plan.env, "KUBECONFIG": str(kubeconfig)},
     )
     component, popen = processes.start(
-        spec, log=workdir / "operator.log", env=kube.env(), die_with_parent=die_with_parent
+        spec, log=log or workdir / f"{name}.log", env=kube.env(), die_with_parent=die_with_parent
     )
     operator = HostOperator(component=component, popen=popen, url=url)
     try:
