@@ -191,12 +191,14 @@ def run(args: argparse.Namespace) -> Result:
             with urllib.request.urlopen(metrics_url, timeout=10) as response:
                 text = response.read().decode()
         finally:
-            sampler.stop()
+            # Stop the operator before anything else can fail, so no orphan outlives the run.
             proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=30)
+            sampler.stop()
             log.close()
     finally:
         cluster.stop()
