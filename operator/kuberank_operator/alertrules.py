@@ -378,6 +378,27 @@ def render_pod_monitor(
     }
 
 
+def http_sd_groups(
+    pods: Mapping[tuple[str, str], Sequence[tuple[str, str]]],
+    *,
+    ports: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Prometheus HTTP service discovery target groups: per pod its metrics ports, labelled as
+    the rules group (namespace, pod, rerankerdeployment). `pods` maps (namespace, name) to
+    (pod name, pod IP) pairs."""
+    groups: list[dict[str, Any]] = []
+    for (namespace, name), members in sorted(pods.items()):
+        for pod, ip in sorted(members):
+            host = f"[{ip}]" if ":" in ip else ip
+            groups.append(
+                {
+                    "targets": [f"{host}:{port}" for port in ports],
+                    "labels": {NAMESPACE_LABEL: namespace, CR_LABEL: name, POD_LABEL: pod},
+                }
+            )
+    return groups
+
+
 def main() -> None:
     """Print the plain rules file (`python -m kuberank_operator.alertrules`)."""
     print(render_rules_file(), end="")

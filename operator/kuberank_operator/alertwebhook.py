@@ -1,5 +1,9 @@
 """The Alertmanager webhook receiver: alerts from kuberank's rules become operator actions.
 
+The same server answers Prometheus HTTP service discovery at `GET /targets` (same bearer
+token): the metrics ports of every RerankerDeployment's pods with the labels the rules group
+by, for Prometheus builds without kubernetes_sd (Debian's, for one).
+
 Alertmanager posts its webhook payload (version 4) to `POST /alerts` with
 `Authorization: Bearer <token>`; the token lives in a Secret. Without the right token the answer
 is 401 and nothing happens. Each firing alert that carries `kuberank_action` is handed to the
@@ -161,16 +165,34 @@ def _unauthorized(reason: str) -> web.Response:
 
 ACTIONS_KEY = web.AppKey("actions", AlertActions)
 TOKEN_KEY = web.AppKey("token_source", TokenSource)
+TargetsSource = Callable[[], list[dict[str, Any]]]
+TARGETS_KEY: web.AppKey[TargetsSource] = web.AppKey("targets")
+TARGETS_PATH = "/targets"
+
+
+async def _refusal(request: web.Request) -> web.Response | None:
+    """401 unless the request carries the token."""
+    token = bearer_token(request)
+    if token is None:
+        log.warning("%s: request from %s without a bearer token", request.path, request.remote)
+        return _unauthorized("missing bearer token")
+    if not await request.app[TOKEN_KEY].matches(token):
+        log.warning("%s: request from %s with a wrong bearer token", request.path, request.remote)
+        return _unauthorized("wrong bearer token")
+    return None
+
+
+async def discovery_targets(request: web.Request) -> web.Response:
+    refusal = await _refusal(request)
+    if refusal is not None:
+        return refusal
+    return web.json_response(request.app[TARGETS_KEY]())
 
 
 async def receive_alerts(request: web.Request) -> web.Response:
-    token = bearer_token(request)
-    if token is None:
-        log.warning("alert webhook: request from %s without a bearer token", request.remote)
-        return _unauthorized("missing bearer token")
-    if not await request.app[TOKEN_KEY].matches(token):
-        log.warning("alert webhook: request from %s with a wrong bearer token", request.remote)
-        return _unauthorized("wrong bearer token")
+    refusal = await _refusal(request)
+    if refusal is not None:
+        return refusal
     try:
         payload = await request.json()
     except ValueError:
@@ -205,12 +227,19 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def build_app(*, actions: AlertActions, token_source: TokenSource) -> web.Application:
-    """The receiver application: POST /alerts, GET /healthz."""
+def build_app(
+    *,
+    actions: AlertActions,
+    token_source: TokenSource,
+    targets: TargetsSource = list,
+) -> web.Application:
+    """The receiver application: POST /alerts, GET /targets, GET /healthz."""
     app = web.Application(client_max_size=MAX_PAYLOAD_BYTES)
     app[ACTIONS_KEY] = actions
     app[TOKEN_KEY] = token_source
+    app[TARGETS_KEY] = targets
     app.router.add_post(WEBHOOK_PATH, receive_alerts)
+    app.router.add_get(TARGETS_PATH, discovery_targets)
     app.router.add_get("/healthz", healthz)
     return app
 

@@ -1,19 +1,24 @@
 """Start and stop what responds to alert thresholds: the builtin evaluator (with the monitoring
-objects it keeps) and, when enabled, the Alertmanager webhook receiver."""
+objects it keeps) and, when enabled, the Alertmanager webhook receiver (which also serves
+Prometheus HTTP service discovery of the pods)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from kuberank_operator.alertrules import http_sd_groups
 from kuberank_operator.alertwebhook import TokenSource, build_app, start_server
 from kuberank_operator.autoscaler import Autoscaler, AutoscalerOptions
 from kuberank_operator.config import OperatorConfig
+from kuberank_operator.evaluator import scraped_pods
 from kuberank_operator.indexes import World
 from kuberank_operator.kubeapi import KubeApi
 from kuberank_operator.monitoringobjects import MonitoringSync
+from kuberank_operator.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +57,14 @@ async def start_responders(*, config: OperatorConfig, api: KubeApi, world: World
         async def read_token() -> str | None:
             return await api.read_secret_key(namespace=namespace, name=name, key=key)
 
-        app = build_app(actions=autoscaler, token_source=TokenSource(read_token))
+        def targets() -> list[dict[str, Any]]:
+            pods = {
+                key: [(p.name, p.ip) for p in scraped_pods(world.pods(key))]
+                for key in world.rrd_keys()
+            }
+            return http_sd_groups(pods, ports=(INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT))
+
+        app = build_app(actions=autoscaler, token_source=TokenSource(read_token), targets=targets)
         runner, port = await start_server(
             app, host=config.alert_webhook_host, port=config.alert_webhook_port
         )

@@ -1,6 +1,8 @@
 """Real parts for the autoscaling e2e tests: the operator process, an inference server and a GPU
 sidecar (fake NVML backend) bound to each kwok pod's loopback IP, a load generator, and
-Debian's Prometheus and Alertmanager.
+Debian's Prometheus and Alertmanager. Debian builds Prometheus without kubernetes_sd, so it
+finds the pods through the operator's HTTP service discovery (`GET /targets`), which lists
+what the operator watches on the API server.
 
 Everything listens on loopback; every process is started here and stopped by its own handle.
 """
@@ -72,10 +74,13 @@ def http_json(
 
 def install_crd(cluster: LocalCluster) -> None:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/rerankerdeployments.kuberank.dev",
-        "--timeout=60s",
-    )  # fmt: skip
+
+    def established() -> bool:
+        crd = cluster.kubectl_json("get", "crd", "rerankerdeployments.kuberank.dev")
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_until(established, timeout=60, what="the RerankerDeployment CRD to be established")
 
 
 def spawn(
@@ -212,6 +217,10 @@ class OperatorProcess:
     @property
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.webhook_port}/alerts"
+
+    @property
+    def targets_url(self) -> str:
+        return f"http://127.0.0.1:{self.webhook_port}/targets"
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ready() -> bool:
@@ -446,16 +455,16 @@ def send_requests(target: PodProcesses, count: int) -> list[int]:
 
 
 class Monitoring:
-    """Debian's Prometheus discovering the pods through kubernetes_sd against the local API
-    server, with the given rules, and Alertmanager posting to the operator's webhook."""
+    """Debian's Prometheus discovering the pods through the operator's HTTP service discovery
+    (the operator watches them on the local API server), with the given rules, and Debian's
+    Alertmanager posting to the operator's webhook."""
 
     def __init__(
         self,
-        cluster: LocalCluster,
         *,
-        namespace: str,
         rules_yaml: str,
         webhook_url: str,
+        targets_url: str,
         token: str,
         workdir: Path,
     ) -> None:
@@ -502,8 +511,8 @@ class Monitoring:
         (workdir / "prometheus.yml").write_text(
             yaml.safe_dump(
                 prometheus_config(
-                    namespace=namespace,
-                    kubeconfig=cluster.kubeconfig,
+                    targets_url=targets_url,
+                    token_file=token_file,
                     alertmanager=f"127.0.0.1:{self.alertmanager_port}",
                 )
             )
@@ -528,7 +537,10 @@ class Monitoring:
         url = f"http://127.0.0.1:{self.prometheus_port}/api/v1/query?" + urllib.parse.urlencode(
             {"query": promql}
         )
-        status, body = http_json("GET", url)
+        try:
+            status, body = http_json("GET", url)
+        except OSError:  # not listening yet
+            return []
         if status != 200:
             return []
         result: list[dict[str, Any]] = body["data"]["result"]
@@ -545,10 +557,10 @@ class Monitoring:
         stop_process(self.alertmanager)
 
 
-def prometheus_config(*, namespace: str, kubeconfig: Path, alertmanager: str) -> dict[str, Any]:
-    """Scrape kuberank pods found through the API server, labelled as the rules expect:
-    namespace, pod and rerankerdeployment (docs/operator/prometheus.md shows the same)."""
-    meta_cr = "__meta_kubernetes_pod_label_kuberank_dev_rerankerdeployment"
+def prometheus_config(*, targets_url: str, token_file: Path, alertmanager: str) -> dict[str, Any]:
+    """Scrape kuberank pods found through the operator's HTTP service discovery (Debian's
+    Prometheus is built without kubernetes_sd); the targets carry namespace, pod and
+    rerankerdeployment, as the rules expect."""
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": ["rules.yaml"],
@@ -557,23 +569,12 @@ def prometheus_config(*, namespace: str, kubeconfig: Path, alertmanager: str) ->
             {
                 "job_name": "kuberank-pods",
                 "scrape_timeout": "1s",
-                "kubernetes_sd_configs": [
+                "http_sd_configs": [
                     {
-                        "role": "pod",
-                        "kubeconfig_file": str(kubeconfig),
-                        "namespaces": {"names": [namespace]},
+                        "url": targets_url,
+                        "refresh_interval": "1s",
+                        "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
                     }
-                ],
-                "relabel_configs": [
-                    {"source_labels": [meta_cr], "regex": ".+", "action": "keep"},
-                    {
-                        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                        "regex": "http|gpu-metrics",
-                        "action": "keep",
-                    },
-                    {"source_labels": [meta_cr], "target_label": "rerankerdeployment"},
-                    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-                    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
                 ],
             }
         ],

@@ -1,5 +1,6 @@
-"""The Prometheus path against real processes: Debian's Prometheus finds the pods through
-kubernetes_sd against the local API server and evaluates the rules rendered from the
+"""The Prometheus path against real processes: Debian's Prometheus finds the pods through the
+operator's HTTP service discovery (Debian builds it without kubernetes_sd; the operator lists
+the pods it watches on the local API server) and evaluates the rules rendered from the
 RerankerDeployment; Debian's Alertmanager posts to the operator's webhook with the bearer token
 from a Secret. Forged alerts get 401. With Prometheus stopped, the builtin evaluator decides.
 """
@@ -113,10 +114,9 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
             operator.wait_ready()
             ns.apply(manifest)
             monitoring = Monitoring(
-                local_cluster,
-                namespace=ns.name,
                 rules_yaml=_rules(manifest, ns.name),
                 webhook_url=operator.webhook_url,
+                targets_url=operator.targets_url,
                 token=token,
                 workdir=tmp_path / "monitoring",
             )

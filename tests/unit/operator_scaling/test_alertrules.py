@@ -16,6 +16,7 @@ from kuberank_operator.alertrules import (
     ALERT_NAMES,
     DEFAULT_THRESHOLDS,
     AlertThresholds,
+    http_sd_groups,
     render_pod_monitor,
     render_prometheus_rule,
     render_rule_groups,
@@ -119,6 +120,24 @@ def test_pod_monitor_scrapes_both_ports_and_adds_the_cr_label() -> None:
         "action": "replace",
     }
     assert spec["podMetricsEndpoints"][0]["interval"] == "15s"
+
+
+def test_http_sd_groups_label_targets_as_the_rules_group() -> None:
+    groups = http_sd_groups(
+        {("search", "bge"): [("bge-b", "127.1.0.3"), ("bge-a", "127.1.0.2")], ("x", "y"): []},
+        ports=(8080, 9400),
+    )
+    assert groups == [
+        {
+            "targets": ["127.1.0.2:8080", "127.1.0.2:9400"],
+            "labels": {"namespace": "search", "rerankerdeployment": "bge", "pod": "bge-a"},
+        },
+        {
+            "targets": ["127.1.0.3:8080", "127.1.0.3:9400"],
+            "labels": {"namespace": "search", "rerankerdeployment": "bge", "pod": "bge-b"},
+        },
+    ]
+    assert http_sd_groups({("a", "b"): [("p", "::1")]}, ports=(1,))[0]["targets"] == ["[::1]:1"]
 
 
 def _promtool() -> str:

@@ -189,6 +189,20 @@ async def test_token_is_cached_between_requests() -> None:
     assert secret.reads == 2
 
 
+async def test_discovery_targets_need_the_token(aiohttp_client: ClientFactory) -> None:
+    groups = [{"targets": ["127.0.0.9:8080"], "labels": {"pod": "p"}}]
+    app = build_app(
+        actions=RecordingActions(),
+        token_source=TokenSource(Secret(TOKEN).read),
+        targets=lambda: groups,
+    )
+    client = await aiohttp_client(app)
+    assert (await client.get("/targets")).status == 401
+    response = await client.get("/targets", headers=AUTH)
+    assert response.status == 200
+    assert await response.json() == groups
+
+
 def test_parse_payload_requires_an_object() -> None:
     with pytest.raises(PayloadError, match="JSON object"):
         parse_payload([])
