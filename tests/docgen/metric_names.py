@@ -11,8 +11,6 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
 _RANGE = re.compile(r"\[[^\[\]]*\]")
@@ -25,14 +23,24 @@ _KEYWORDS = {
     "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
     "group_left", "group_right", "inf", "nan", "atan2", "start", "end",
 }  # fmt: skip
-# Grafana templating: label_values(metric, label) names a metric and then a label.
-_LABEL_VALUES = re.compile(r"label_values\(\s*([^,()]+?)\s*(?:,\s*[A-Za-z_][A-Za-z0-9_]*)?\s*\)")
+# Grafana templating: label_values(selector, label) names a metric and then a label.
+_LABEL_VALUES = re.compile(r"label_values\((?P<args>.*)\)", re.DOTALL)
+
+
+def _selector_of_label_values(args: str) -> str:
+    """The selector of label_values(selector, label): up to the last comma outside braces."""
+    depth, cut = 0, len(args)
+    for i, char in enumerate(args):
+        depth += {"{": 1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            cut = i
+    return args[:cut]
 
 
 def names_in_expr(expr: str) -> set[str]:
     """Metric names that a PromQL expression (or a Grafana label_values query) reads."""
     if match := _LABEL_VALUES.fullmatch(expr.strip()):
-        return names_in_expr(match.group(1))
+        return names_in_expr(_selector_of_label_values(match["args"]))
     text = _STRING.sub(" ", expr)
     text = _VARIABLE.sub("1", text)
     while True:
@@ -87,19 +95,49 @@ def recorded_names(rule_file: Mapping[str, Any]) -> set[str]:
 
 
 def exposed_names(exposition: str) -> dict[str, str]:
-    """Sample name -> family type for an exposition text; histogram and summary families also
-    name their _bucket/_sum/_count series, counters their _total and _created."""
+    """Series name -> family type, as a query may name them: the sample lines' names exactly,
+    and for families declared without samples (labelled, not yet observed) their declared name
+    with the suffixes of their type."""
+    types: dict[str, str] = {}
     names: dict[str, str] = {}
-    for family in text_string_to_metric_families(exposition):
-        names[family.name] = family.type
-        suffixes = {
-            "counter": ("_total", "_created"),
-            "histogram": ("_bucket", "_sum", "_count", "_created"),
-            "gaugehistogram": ("_bucket", "_gsum", "_gcount"),
-            "summary": ("_sum", "_count", "_created"),
-        }.get(family.type, ())
-        for suffix in suffixes:
-            names[family.name + suffix] = family.type
-        for sample in family.samples:
-            names.setdefault(sample.name, family.type)
+    for line in exposition.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind.strip()
+        elif line and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            names[name] = _family_type(name, types)
+    suffixes = {
+        "histogram": ("_bucket", "_sum", "_count"),
+        "summary": ("", "_sum", "_count"),
+        "counter": ("_total",),
+    }
+    for name, kind in types.items():
+        if not any(n == name or n.startswith(name + "_") for n in names):
+            base = name.removesuffix("_total") if kind == "counter" else name
+            for suffix in suffixes.get(kind, ("",)):
+                names[base + suffix] = kind
     return names
+
+
+def _family_type(sample: str, types: Mapping[str, str]) -> str:
+    for suffix in ("", "_total", "_bucket", "_sum", "_count", "_created"):
+        if suffix and sample.endswith(suffix) and sample.removesuffix(suffix) in types:
+            return types[sample.removesuffix(suffix)]
+        if not suffix and sample in types:
+            return types[sample]
+    return "untyped"
+
+
+def merge_expositions(first: str, second: str) -> str:
+    """`first`, plus the families of `second` that `first` lacks (each family is the block from
+    its # HELP line to the next one). For metrics that appear only in some states."""
+    have = {line.split(" ")[2] for line in first.splitlines() if line.startswith("# TYPE ")}
+    extra: list[str] = []
+    keep = False
+    for line in second.splitlines():
+        if line.startswith("# HELP "):
+            keep = line.split(" ")[2] not in have
+        if keep:
+            extra.append(line)
+    return first.rstrip("\n") + "\n" + ("\n".join(extra) + "\n" if extra else "")

@@ -49,3 +49,17 @@ def chart_readme() -> tuple[Path, str]:
 def grafana_dashboard() -> tuple[Path, str]:
     """dashboards/kuberank.json (the chart packages a copy: `make sync-chart`)."""
     return DASHBOARD_JSON, json.dumps(dashboard.build_dashboard(), indent=2) + "\n"
+
+
+METRICS_MD = REPO_ROOT / "docs" / "metrics.md"
+
+
+def metrics_reference() -> tuple[Path, str]:
+    """docs/metrics.md from real scrapes (starts the inference server and the sidecar)."""
+    import tempfile
+
+    from tests.docgen import metrics_reference, scraping
+
+    with tempfile.TemporaryDirectory(prefix="kuberank-metrics-") as workdir:
+        expositions = scraping.scrape_components(Path(workdir))
+    return METRICS_MD, metrics_reference.render(expositions)
