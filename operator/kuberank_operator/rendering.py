@@ -136,7 +136,9 @@ def sidecar_env(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, An
             )
         )
     if clocks.memory_mhz:
-        env.append(_env("KUBERANK_MEMORY_LOCKED_CLOCKS", f"{clocks.memory_mhz}:{clocks.memory_mhz}"))
+        env.append(
+            _env("KUBERANK_MEMORY_LOCKED_CLOCKS", f"{clocks.memory_mhz}:{clocks.memory_mhz}")
+        )
     return env
 
 
