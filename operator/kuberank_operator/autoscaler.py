@@ -145,6 +145,8 @@ class _State:
     running: bool = False
     # Restarts this process wrote into status.oom.restarts (the index may lag behind).
     restarts_written: int = 0
+    # status.oom.reducedMaxBatchTokens as last written (None: not yet read from status).
+    reported_budget: int | None = None
 
 
 def utc(ts: float) -> str:
@@ -338,8 +340,10 @@ class Autoscaler:
                 vram_margin=resource.spec.gpu.vram_safety_margin,
                 interval_s=interval,
                 now=now,
+                token_budget=resource.spec.batching.max_batch_tokens,
             )
             self._log_signals(resource, evaluation)
+            await self._report_token_budget(resource, state, evaluation.reduced_token_budget)
             if evaluation.scale is not None:
                 await self._scale(resource, state, evaluation.scale, source="builtin")
             await self._restarts(resource, state, evaluation, source="builtin")
@@ -358,6 +362,30 @@ class Autoscaler:
             s.p99_latency_ms,
             s.mean_gpu_utilization,
         )
+
+    async def _report_token_budget(self, resource: _Resource, state: _State, budget: int) -> None:
+        """status.oom.reducedMaxBatchTokens: say when pods run a lowered budget after OOMs."""
+        known = (resource.status.get("oom") or {}).get("reducedMaxBatchTokens", 0)
+        if state.reported_budget is None:
+            state.reported_budget = int(known or 0)
+        if budget == state.reported_budget:
+            return
+        await self._api.patch_status(
+            namespace=resource.owner.namespace,
+            name=resource.owner.name,
+            status={"oom": {"reducedMaxBatchTokens": budget}},
+        )
+        if budget:
+            await self._api.post_event(
+                owner=resource.owner,
+                type_="Warning",
+                reason="TokenBudgetReduced",
+                message=f"a pod lowered its batch token budget to {budget} after CUDA "
+                f"out-of-memory errors (spec.batching.maxBatchTokens is "
+                f"{resource.spec.batching.max_batch_tokens})",
+                action="Observe",
+            )
+        state.reported_budget = budget
 
     # --- actions -------------------------------------------------------------------------
 

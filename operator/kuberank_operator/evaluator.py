@@ -17,6 +17,7 @@ from kuberank_operator.oomrestarts import (
     PodHealth,
     RestartPlan,
     plan_restarts,
+    reduced_token_budget,
     restarts_in_last_hour,
     update_stuck_since,
 )
@@ -37,6 +38,8 @@ class Evaluation:
     signals: FleetSignals
     scale: ScaleDecision | None
     restarts: RestartPlan
+    # Lowest token budget a pod lowered itself to after CUDA OOMs; 0: none lowered.
+    reduced_token_budget: int = 0
 
 
 def latency_window(interval_s: float) -> float:
@@ -118,6 +121,7 @@ class DeploymentEvaluator:
         vram_margin: float,
         interval_s: float,
         now: float,
+        token_budget: int = 0,
     ) -> Evaluation:
         live = [p for p in pods if not p.deleting]
         window = latency_window(interval_s)
@@ -172,7 +176,14 @@ class DeploymentEvaluator:
             restart_times=restarts_in_last_hour(restart_times, now=now),
             now=now,
         )
-        return Evaluation(signals=signals, scale=decision, restarts=restarts)
+        return Evaluation(
+            signals=signals,
+            scale=decision,
+            restarts=restarts,
+            reduced_token_budget=reduced_token_budget(
+                (s.token_budget for s in reporting), configured=token_budget
+            ),
+        )
 
     def forget_pod(self, name: str) -> None:
         """A restarted pod: its scrapes must not count against its replacement."""

@@ -21,10 +21,6 @@ RestartKind = Literal["xid", "oom-killed", "cuda-oom"]
 
 DEFAULT_STUCK_SECONDS = 120.0
 HOUR_S = 3600.0
-# The budget is never lowered below this, nor below the model's max length.
-MIN_TOKEN_BUDGET = 1024
-# CUDA-OOM restarts within the hour after which the token budget is halved.
-TOKEN_BUDGET_LOWER_AFTER = 2
 
 # XIDs after which the GPU needs a reset or a new process (NVIDIA's XID catalogue): double-bit
 # ECC (48), GSP/PMU faults (61, 62, 119, 120), row-remap failure (64), NVLink (74), fallen off
@@ -208,16 +204,9 @@ def plan_restarts(
     return RestartPlan(restarts=tuple(restarts), held_back=tuple(held))
 
 
-def lowered_token_budget(
-    *, policy: OomPolicy, current: int, cuda_oom_restarts_last_hour: int, max_length: int
-) -> int | None:
-    """A lower token budget after repeated CUDA-OOM restarts, or None to keep the current one.
-
-    Halves the budget, rounded down to a multiple of 256, never below the larger of
-    MIN_TOKEN_BUDGET and the model's max length (one full sequence must still fit).
-    """
-    if policy.max_restarts_per_hour == 0 or cuda_oom_restarts_last_hour < TOKEN_BUDGET_LOWER_AFTER:
-        return None
-    floor = max(MIN_TOKEN_BUDGET, max_length)
-    lowered = max(floor, (current // 512) * 256)
-    return lowered if lowered < current else None
+def reduced_token_budget(budgets: Iterable[float | None], *, configured: int) -> int:
+    """The lowest token budget a pod runs with after CUDA OOMs (each inference server halves
+    its own budget after one and doubles it back later), or 0 when every pod runs the
+    configured spec.batching.maxBatchTokens. Pods that report none are skipped."""
+    seen = [int(b) for b in budgets if b is not None and 0 < b < configured]
+    return min(seen) if seen else 0

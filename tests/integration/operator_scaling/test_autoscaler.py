@@ -23,8 +23,12 @@ KEY: Key = ("search", "bge")
 IPS = ("127.0.2.1", "127.0.2.2")
 
 
-def inference_text(*, queue: float = 0, oom: float = 0, pairs: float = 0) -> str:
+def inference_text(
+    *, queue: float = 0, oom: float = 0, pairs: float = 0, budget: float = 16384
+) -> str:
     return (
+        "# TYPE kuberank_inference_token_budget gauge\n"
+        f"kuberank_inference_token_budget {budget}\n"
         "# TYPE kuberank_inference_queue_depth gauge\n"
         f"kuberank_inference_queue_depth {queue}\n"
         "# TYPE kuberank_cuda_oom_total counter\n"
@@ -359,3 +363,19 @@ async def test_no_monitoring_objects_without_the_crds(make: Any) -> None:
     h: Harness = await make(rrd(monitoring={"podMonitor": True}), serves_monitoring=False)
     await h.evaluate(at=1000)
     assert [w for w, _ in h.api.calls if w in ("apply", "delete-object")] == []
+
+
+async def test_a_pod_lowering_its_token_budget_is_reported_in_status(make: Any) -> None:
+    h: Harness = await make(rrd(replicas=2))
+    await h.evaluate(at=1000)
+    assert "oom" not in h.body()["status"]
+    h.pods["bge-b"].inference = inference_text(budget=4096)
+    await h.evaluate(at=1005)
+    await h.evaluate(at=1010)
+    assert h.body()["status"]["oom"]["reducedMaxBatchTokens"] == 4096
+    reduced = [m for reason, m in h.api.events if reason == "TokenBudgetReduced"]
+    assert len(reduced) == 1
+    assert "lowered its batch token budget to 4096" in reduced[0]
+    h.pods["bge-b"].inference = inference_text(budget=16384)
+    await h.evaluate(at=1015)
+    assert h.body()["status"]["oom"]["reducedMaxBatchTokens"] == 0

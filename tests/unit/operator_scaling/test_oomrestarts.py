@@ -8,10 +8,10 @@ from kuberank_operator.oomrestarts import (
     OomPolicy,
     OomPolicyError,
     PodHealth,
-    lowered_token_budget,
     max_unavailable,
     oom_policy,
     plan_restarts,
+    reduced_token_budget,
     restart_candidates,
     update_stuck_since,
 )
@@ -171,34 +171,7 @@ def test_max_unavailable_rejects_nonsense_naming_the_field() -> None:
         max_unavailable("half", replicas=2)
 
 
-def test_token_budget_is_halved_after_repeated_oom_restarts_with_a_floor() -> None:
-    assert (
-        lowered_token_budget(
-            policy=POLICY, current=16384, cuda_oom_restarts_last_hour=1, max_length=512
-        )
-        is None
-    )
-    assert (
-        lowered_token_budget(
-            policy=POLICY, current=16384, cuda_oom_restarts_last_hour=2, max_length=512
-        )
-        == 8192
-    )
-    assert (
-        lowered_token_budget(
-            policy=POLICY, current=1500, cuda_oom_restarts_last_hour=2, max_length=512
-        )
-        == 1024
-    )
-    assert (
-        lowered_token_budget(
-            policy=POLICY, current=1024, cuda_oom_restarts_last_hour=5, max_length=512
-        )
-        is None
-    )
-    assert (
-        lowered_token_budget(
-            policy=POLICY, current=16384, cuda_oom_restarts_last_hour=2, max_length=8192
-        )
-        == 8192
-    )
+def test_reduced_token_budget_reports_the_lowest_lowered_budget() -> None:
+    assert reduced_token_budget([16384, 8192, None, 4096], configured=16384) == 4096
+    assert reduced_token_budget([16384, None], configured=16384) == 0
+    assert reduced_token_budget([], configured=16384) == 0
