@@ -17,6 +17,7 @@ TARGETS: dict[str, sources.Generator] = {
     "crd": sources.configuration_reference,
     "chart-values": sources.chart_readme,
     "dashboard": sources.grafana_dashboard,
+    "readme-bench": sources.readme_benchmarks,
     "metrics": sources.metrics_reference,
 }
 

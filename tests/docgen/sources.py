@@ -63,3 +63,15 @@ def metrics_reference() -> tuple[Path, str]:
     with tempfile.TemporaryDirectory(prefix="kuberank-metrics-") as workdir:
         expositions = scraping.scrape_components(Path(workdir))
     return METRICS_MD, metrics_reference.render(expositions)
+
+
+README_MD = REPO_ROOT / "README.md"
+RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
+
+
+def readme_benchmarks() -> tuple[Path, str]:
+    """README.md with its benchmark section copied from bench/RESULTS.md's tables."""
+    from tests.docgen import benchmarks
+
+    body = benchmarks.render(RESULTS_MD.read_text() if RESULTS_MD.exists() else "")
+    return README_MD, benchmarks.splice(readme=README_MD.read_text(), body=body)

@@ -65,10 +65,39 @@ def test_sync_script_reports_drift(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "generate",
-    [sources.configuration_reference, sources.chart_readme, sources.grafana_dashboard],
-    ids=["docs/configuration.md", "charts/kuberank/README.md", "dashboards/kuberank.json"],
+    [
+        sources.configuration_reference,
+        sources.chart_readme,
+        sources.grafana_dashboard,
+        sources.readme_benchmarks,
+    ],
+    ids=[
+        "docs/configuration.md",
+        "charts/kuberank/README.md",
+        "dashboards/kuberank.json",
+        "README.md benchmarks",
+    ],
 )
 def test_generated_file_is_current(generate: sources.Generator) -> None:
     path, text = generate()
     assert path.exists(), f"{path} is missing: run `make docs`"
     assert path.read_text() == text, f"{path} is stale: run `make docs`"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = (REPO_ROOT / "README.md").read_text().splitlines()
+    commands = [line.split("#")[0].strip() for line in lines if line.startswith("make ")]
+    assert commands[:2] == ["make demo", "make test"]
+
+
+def test_benchmark_tables_are_copied_under_their_section_titles() -> None:
+    from tests.docgen import benchmarks
+
+    results = "# R\n\n## GPU\n\ntext\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore\n## Empty\nnone\n"
+    assert benchmarks.section_tables(results) == [("GPU", ["| a | b |", "|---|---|", "| 1 | 2 |"])]
+    body = benchmarks.render(results)
+    assert body.startswith("**GPU**\n\n| a | b |\n")
+    readme = f"x\n{benchmarks.START_MARKER}\nold\n{benchmarks.END_MARKER}\ny\n"
+    assert benchmarks.splice(readme=readme, body=body) == (
+        f"x\n{benchmarks.START_MARKER}\n{body}{benchmarks.END_MARKER}\ny\n"
+    )
