@@ -342,3 +342,19 @@ def test_helm_test_hook_asks_the_operator_service(render: Render) -> None:
     command = pod["spec"]["containers"][0]["command"]
     assert command[-1] == "http://kuberank.kuberank-system.svc:8080/readyz"
     assert not by_kind(render("tests.enabled=false"), "Pod")
+
+
+@pytest.mark.prometheus
+def test_prometheus_rule_groups_pass_promtool(render: Render, tmp_path: Path) -> None:
+    rule = one(render("monitoring.prometheusRule.enabled=true"), "PrometheusRule")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    done = subprocess.run(
+        ["promtool", "check", "rules", str(rules_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout + done.stderr
