@@ -255,7 +255,7 @@ class OperatorProcess:
 class PodProcesses:
     pod: str
     ip: str
-    inference: subprocess.Popen[bytes]
+    inference: subprocess.Popen[bytes] | None
     sidecar: subprocess.Popen[bytes]
     state_file: Path
 
@@ -266,6 +266,12 @@ class PodProcesses:
     def ready(self) -> bool:
         with contextlib.suppress(OSError):
             return http_json("GET", f"{self.base_url}/ready", timeout=2)[0] == 200
+        return False
+
+    def sidecar_up(self) -> bool:
+        with contextlib.suppress(OSError):
+            url = f"http://{self.ip}:{SIDECAR_PORT}/metrics"
+            return http_json("GET", url, timeout=2)[0] == 200
         return False
 
     def set_gpu(self, **values: Any) -> None:
@@ -279,7 +285,18 @@ class PodServers:
     """Runs a real inference server and GPU sidecar on the IP of every running pod of one
     RerankerDeployment, and stops them when the pod goes; a background thread follows pods."""
 
-    def __init__(self, cluster: LocalCluster, *, namespace: str, name: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        *,
+        namespace: str,
+        name: str,
+        workdir: Path,
+        inference: bool = True,
+        sidecar_interval: float = 1.0,
+    ) -> None:
+        self._inference = inference
+        self._sidecar_interval = sidecar_interval
         self._cluster = cluster
         self._namespace = namespace
         self._name = name
@@ -315,6 +332,9 @@ class PodServers:
             return list(self._served.values())
 
     def ready(self) -> list[PodProcesses]:
+        """Pods whose inference server answers /ready (without inference: whose sidecar is up)."""
+        if not self._inference:
+            return [p for p in self.serving() if p.sidecar_up()]
         return [p for p in self.serving() if p.ready()]
 
     def _pods(self) -> list[tuple[str, str]]:
@@ -373,13 +393,15 @@ class PodServers:
             "--fake-profile", "h100x1",
             "--fake-state-file", str(state_file),
             "--devices", "0",
-            "--interval", "1",
+            "--interval", str(self._sidecar_interval),
             "--pod-name", pod,
             "--pod-namespace", self._namespace,
             "--tuning-journal", "",
             "--log-level", "WARNING",
         ]  # fmt: skip
-        inference = spawn(inference_args, log=logs / "inference.log", env=env)
+        inference = None
+        if self._inference:
+            inference = spawn(inference_args, log=logs / "inference.log", env=env)
         sidecar = spawn(sidecar_args, log=logs / "sidecar.log", env=env)
         log.info("serving pod %s on %s", pod, ip)
         return PodProcesses(
@@ -388,7 +410,8 @@ class PodServers:
 
     @staticmethod
     def _stop_pod(processes: PodProcesses) -> None:
-        stop_process(processes.inference)
+        if processes.inference is not None:
+            stop_process(processes.inference)
         stop_process(processes.sidecar)
 
 
@@ -467,6 +490,7 @@ class Monitoring:
         targets_url: str,
         token: str,
         workdir: Path,
+        interval: str = "1s",
     ) -> None:
         prometheus = shutil.which("prometheus")
         alertmanager = shutil.which("prometheus-alertmanager")
@@ -514,6 +538,7 @@ class Monitoring:
                     targets_url=targets_url,
                     token_file=token_file,
                     alertmanager=f"127.0.0.1:{self.alertmanager_port}",
+                    interval=interval,
                 )
             )
         )
@@ -557,12 +582,14 @@ class Monitoring:
         stop_process(self.alertmanager)
 
 
-def prometheus_config(*, targets_url: str, token_file: Path, alertmanager: str) -> dict[str, Any]:
+def prometheus_config(
+    *, targets_url: str, token_file: Path, alertmanager: str, interval: str = "1s"
+) -> dict[str, Any]:
     """Scrape kuberank pods found through the operator's HTTP service discovery (Debian's
     Prometheus is built without kubernetes_sd); the targets carry namespace, pod and
     rerankerdeployment, as the rules expect."""
     return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": ["rules.yaml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [
