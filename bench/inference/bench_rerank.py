@@ -384,18 +384,59 @@ def summarize(result: LoadResult) -> dict[str, Any]:
     }
 
 
+def sweep(
+    shape: Shape,
+    model_dir: Path,
+    requests: list[RerankRequest],
+    args: argparse.Namespace,
+    out: Path,
+) -> list[dict[str, Any]]:
+    """Each server configuration at one concurrency: which one the full run should use."""
+    bodies = [request.body() for request in requests]
+    rows = []
+    for index, extra in enumerate(args.sweep.split(";")):
+        server = Server(
+            model_dir,
+            device=args.device,
+            extra=extra.split(),
+            log_path=out / f"server-{shape.name}-sweep.log" if index == 0 else Path(os.devnull),
+        )
+        try:
+            server.wait_ready()
+            result = asyncio.run(
+                closed_loop(
+                    f"{server.url}/rerank",
+                    bodies,
+                    pairs_per_request=DOCS_PER_REQUEST,
+                    concurrency=args.sweep_concurrency,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                )
+            )
+            row = {"server_args": extra, **summarize(result)}
+        except (RuntimeError, TimeoutError) as error:
+            row = {"server_args": extra, "pairs_per_s": 0.0, "error": str(error)}
+        finally:
+            server.stop()
+        log(f"{shape.name} sweep: {row}")
+        rows.append(row)
+    return rows
+
+
 def serve_and_load(
     shape: Shape,
     model_dir: Path,
     requests: list[RerankRequest],
     args: argparse.Namespace,
     out: Path,
+    *,
+    server_args: str,
 ) -> dict[str, Any]:
     bodies = [request.body() for request in requests]
     server = Server(
         model_dir,
         device=args.device,
-        extra=args.server_args.split(),
+        extra=server_args.split(),
         log_path=out / f"server-{shape.name}.log",
     )
     started = time.perf_counter()
@@ -482,6 +523,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mean-tokens", type=int, default=256)
     parser.add_argument("--distinct-requests", type=int, default=64)
     parser.add_argument("--server-args", default="")
+    parser.add_argument(
+        "--sweep", default="", help="server argument sets separated by ';' to try first"
+    )
+    parser.add_argument("--sweep-shapes", default="base")
+    parser.add_argument("--sweep-concurrency", type=int, default=64)
     parser.add_argument("--offline", action="store_true", help="also time runner variants")
     parser.add_argument(
         "--offline-budgets", default="16384,32768", type=lambda s: [int(x) for x in s.split(",")]
@@ -533,7 +579,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             log(f"{name} naive: {entry['naive']}")
         if not args.skip_server:
-            entry["server"] = serve_and_load(shape, model_dir, requests, args, args.out)
+            server_args = args.server_args
+            if args.sweep and name in args.sweep_shapes.split(","):
+                entry["sweep"] = sweep(shape, model_dir, requests, args, args.out)
+                best = max(entry["sweep"], key=lambda row: row["pairs_per_s"])
+                server_args = best["server_args"]
+            entry["server_args"] = server_args
+            entry["server"] = serve_and_load(
+                shape, model_dir, requests, args, args.out, server_args=server_args
+            )
         report["shapes"][name] = entry
         (args.out / "results.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report, indent=2))

@@ -63,7 +63,9 @@ async def closed_loop(
                 sent = time.perf_counter()
                 status, latency = await _post(session, url, bodies[n % len(bodies)])
                 n += concurrency
-                if sent < measure_from or sent + latency > stop_at:
+                # count by completion time: steady-state throughput, whatever the latency
+                done = sent + latency
+                if done < measure_from or done > stop_at:
                     continue
                 if status != 200:
                     result.errors[status] = result.errors.get(status, 0) + 1

@@ -50,6 +50,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
         max_concurrent_pairs=config.max_concurrent_pairs,
         tokenization_workers=config.tokenization_workers,
         oom_recovery_seconds=config.oom_recovery_seconds,
+        batches_in_flight=config.batches_in_flight,
     )
 
 

@@ -43,6 +43,7 @@ class ServerConfig:
     shutdown_timeout: float
     log_level: str
     model_process: str = "auto"
+    batches_in_flight: int = 2
     fused_gelu: bool = True
     fused_norm: bool = True
 
@@ -137,6 +138,14 @@ FLAGS: tuple[_Flag, ...] = (
         "GIL behind HTTP and tokenization; auto: on with CUDA, off on CPU",
         "auto",
         choices=("auto", "on", "off"),
+    ),
+    _Flag(
+        "batches-in-flight",
+        "batches launched on the device before the oldest is read back: 2 overlaps the next "
+        "batch's preparation with the current forward; more hides longer host round trips "
+        "(each holds its activations in device memory)",
+        2,
+        _positive_int,
     ),
     _Flag(
         "fused-gelu",
@@ -318,6 +327,7 @@ def parse_config(
         shutdown_timeout=args.shutdown_timeout,
         log_level=args.log_level,
         model_process=args.model_process,
+        batches_in_flight=args.batches_in_flight,
         fused_gelu=args.fused_gelu,
         fused_norm=args.fused_norm,
     )

@@ -82,12 +82,12 @@ def _unpack(ids: Any, lengths: Any, types: Any) -> list[Encoded]:
 class ModelProcess:
     """A ModelRunner whose forward passes run in a child process."""
 
-    def __init__(self, settings: Any, *, warm_up_tokens: int) -> None:
+    def __init__(self, settings: Any, *, warm_up_tokens: int, batches_in_flight: int = 2) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_child_main,
-            args=(child_conn, settings, warm_up_tokens),
+            args=(child_conn, settings, warm_up_tokens, batches_in_flight),
             name="kuberank-model",
             daemon=True,
         )
@@ -189,7 +189,9 @@ class ModelProcess:
 # --- the child ---------------------------------------------------------------------------------
 
 
-def _child_main(conn: Connection, settings: Any, warm_up_tokens: int) -> None:
+def _child_main(
+    conn: Connection, settings: Any, warm_up_tokens: int, batches_in_flight: int
+) -> None:
     # the parent decides when to stop; a terminal's Ctrl-C must not kill batches in flight
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -220,14 +222,14 @@ def _child_main(conn: Connection, settings: Any, warm_up_tokens: int) -> None:
         conn.close()
         return
     conn.send(("started", started))
-    _serve_batches(conn, runner)
+    _serve_batches(conn, runner, depth=batches_in_flight)
 
 
-def _serve_batches(conn: Connection, runner: Any) -> None:
-    """Launch each batch as it arrives; read one back when two are in flight or none waits."""
+def _serve_batches(conn: Connection, runner: Any, *, depth: int) -> None:
+    """Launch each batch as it arrives; read one back when `depth` are in flight or none waits."""
     launched: deque[tuple[int, Any]] = deque()
     while True:
-        if launched and (len(launched) >= 2 or not conn.poll(_POLL_SECONDS)):
+        if launched and (len(launched) >= depth or not conn.poll(_POLL_SECONDS)):
             number, handle = launched.popleft()
             _finish(conn, runner, number, handle)
             continue
