@@ -82,7 +82,12 @@ app.kubernetes.io/part-of: kuberank
 
 {{/* "true" when several operator replicas run: they elect one leader through a Lease. */}}
 {{- define "kuberank.leaderElection" -}}
-{{- if gt (int .Values.operator.replicaCount) 1 }}true{{ end }}
+{{- if gt (int .Values.operator.replicaCount) 1 }}
+{{- if .Values.alertWebhook.enabled }}
+{{- fail (printf "alertWebhook.enabled=true needs operator.replicaCount=1 (got %d): only the elected leader serves the webhook, but the Service would send Alertmanager's notifications to any replica; set operator.replicaCount=1 or alertWebhook.enabled=false" (int .Values.operator.replicaCount)) }}
+{{- end -}}
+true
+{{- end }}
 {{- end }}
 
 {{/* Namespace of the Grafana dashboard ConfigMap. */}}

@@ -57,3 +57,13 @@ def test_coverage_check_catches_an_undocumented_value() -> None:
         "`## @param ghost` names no value in values.yaml",
         "value a.c has no `## @param a.c <description>` in values.yaml",
     ]
+
+
+def test_webhook_with_several_replicas_is_refused_with_the_fix(helm: Helm) -> None:
+    done = helm(
+        "template", "kuberank", str(CHART_DIR),
+        "--set", "operator.replicaCount=2", "--set", "alertWebhook.enabled=true",
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "alertWebhook.enabled=true needs operator.replicaCount=1 (got 2)" in done.stderr
+    assert "set operator.replicaCount=1 or alertWebhook.enabled=false" in done.stderr
