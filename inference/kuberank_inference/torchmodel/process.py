@@ -9,6 +9,7 @@ This module does not import torch; the child imports the runner after it starts.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import signal
@@ -221,6 +222,8 @@ def _child_main(
         conn.send(("failed", f"{type(error).__name__}: {error}"))
         conn.close()
         return
+    gc.collect()
+    gc.freeze()  # long-lived model objects out of the collector: no full-collection pauses
     conn.send(("started", started))
     _serve_batches(conn, runner, depth=batches_in_flight)
 
