@@ -124,8 +124,8 @@ class AutoscalerOptions:
     # False: no scraping and no decisions of its own (Alertmanager's webhook alone acts);
     # monitoring objects are still kept.
     builtin: bool = True
-    # How often the loop looks for resources whose interval has come.
-    tick_s: float = 1.0
+    # How often the loop looks for resources whose interval has come (bounds the jitter).
+    tick_s: float = 0.2
     # Scrapes and evaluations of different resources that may run at once.
     concurrency: int = 8
     inference_port: int = 8080
@@ -188,11 +188,13 @@ class Autoscaler:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self) -> None:
-        if self._task is not None:
-            return
-        self._session = new_session(timeout_s=5.0)
-        self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
+    async def start(self, *, loop: bool = True) -> None:
+        """Open the scrape session and start the loop (loop=False: the caller drives
+        evaluate() itself, as tests and benchmarks do)."""
+        if self._session is None:
+            self._session = new_session(timeout_s=5.0)
+        if loop and self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -231,10 +233,15 @@ class Autoscaler:
 
     async def _evaluate_guarded(self, key: Key) -> None:
         state = self._state(key)
+        now = self._clock()
+        # On schedule: judge at the scheduled time; late (first run, overload): start anew.
+        due = state.next_at if 0 <= now - state.next_at < 1.0 else now
         try:
             async with self._slots:
-                interval = await self.evaluate(key)
-            state.next_at = self._clock() + interval
+                interval = await self.evaluate(key, at=due)
+            # A fixed rate, not a fixed pause: evaluations stay `interval` apart however long
+            # one takes, so `for` durations are judged on a steady clock.
+            state.next_at = max(due + interval, self._clock() + self._options.tick_s)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -289,8 +296,12 @@ class Autoscaler:
 
     # --- the builtin evaluation ----------------------------------------------------------
 
-    async def evaluate(self, key: Key) -> float:
-        """Scrape, decide and act for one resource; returns seconds until the next time."""
+    async def evaluate(self, key: Key, *, at: float | None = None) -> float:
+        """Scrape, decide and act for one resource; returns seconds until the next time.
+
+        `at` is the evaluation's scheduled time: `for` durations and rates are judged on that
+        steady clock, so a slow scrape cannot make a held threshold miss its evaluation.
+        """
         resource = self._resource(key)
         state = self._state(key)
         if isinstance(resource, str):
@@ -310,6 +321,7 @@ class Autoscaler:
         if not self._options.builtin:
             return interval
         started = self._clock()
+        tick = started if at is None else at
         pods = self._world.pods(key)
         targets = [
             PodTarget(pod=p.name, ip=p.ip, sidecar=resource.spec.sidecar.enabled)
@@ -319,12 +331,12 @@ class Autoscaler:
         scrapes = await scrape_pods(
             self._session,
             targets,
-            taken_at=started,
+            taken_at=tick,
             inference_port=self._options.inference_port,
             sidecar_port=self._options.sidecar_port,
         )
         async with state.lock:
-            now = self._clock()
+            now = tick
             self._sync_from_status(state, resource)
             keep = max(resource.oom.window_s, 4 * interval) + 2 * interval
             state.evaluator.record(scrapes, keep_s=keep, now=now)

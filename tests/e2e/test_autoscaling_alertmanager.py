@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
+import pytest
 import yaml
 
 from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
@@ -28,6 +29,8 @@ from tests.e2e.autoscaling_support import (
     wait_for,
 )
 from tests.localcluster import LocalCluster
+
+pytestmark = pytest.mark.prometheus
 
 NAME = "rr"
 WAIT = 180.0

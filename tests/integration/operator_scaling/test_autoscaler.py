@@ -3,8 +3,10 @@ code, and a recording stand-in for the Kubernetes API adapter (the cluster is in
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import socket
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +185,9 @@ async def make() -> AsyncIterator[Any]:
     runners: list[web.AppRunner] = []
     autoscalers: list[Autoscaler] = []
 
-    async def build(body: dict[str, Any], *, serves_monitoring: bool = False) -> Harness:
+    async def build(
+        body: dict[str, Any], *, serves_monitoring: bool = False, loop: bool = False
+    ) -> Harness:
         inference_port, sidecar_port = _free_port(), _free_port()
         fakes = {"bge-a": FakePod(), "bge-b": FakePod()}
         for fake, ip in zip(fakes.values(), IPS, strict=True):
@@ -203,7 +207,7 @@ async def make() -> AsyncIterator[Any]:
             monitoring=MonitoringSync(api=api, clock=lambda: clock[0]),
             clock=lambda: clock[0],
         )
-        await autoscaler.start()
+        await autoscaler.start(loop=loop)
         autoscalers.append(autoscaler)
         return Harness(autoscaler=autoscaler, api=api, pods=fakes, clock=clock)
 
@@ -379,3 +383,18 @@ async def test_a_pod_lowering_its_token_budget_is_reported_in_status(make: Any) 
     h.pods["bge-b"].inference = inference_text(budget=16384)
     await h.evaluate(at=1015)
     assert h.body()["status"]["oom"]["reducedMaxBatchTokens"] == 0
+
+
+async def test_the_loop_evaluates_on_its_own_every_interval(make: Any) -> None:
+    body = rrd()
+    body["spec"]["autoscaling"]["intervalSeconds"] = 1
+    body["spec"]["autoscaling"]["scaleUp"]["forSeconds"] = 1
+    h: Harness = await make(body, loop=True)
+    h.pods["bge-a"].inference = inference_text(queue=40)
+    # The harness's clock stands still unless moved: move it as time passes.
+    started = time.monotonic()
+    deadline = started + 30
+    while not h.scales() and time.monotonic() < deadline:
+        h.clock[0] = 1000 + (time.monotonic() - started)
+        await asyncio.sleep(0.05)
+    assert h.scales() == [(1, 2)]
