@@ -43,10 +43,10 @@ _ERRORS: tuple[tuple[type[InferenceError], int, str], ...] = (
     (EmptyInputError, 400, "Empty"),
     (PayloadTooLargeError, 413, "Validation"),
     (InvalidRequestError, 422, "Validation"),
-    (OverloadedError, 429, "OverloadedError"),
+    (OverloadedError, 429, "Overloaded"),
     (InferenceFailedError, 424, "Backend"),
     (NotReadyError, 503, "Unhealthy"),
-    (UnauthorizedError, 401, "UnauthorizedError"),
+    (UnauthorizedError, 401, "Unauthorized"),
 )
 
 OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})

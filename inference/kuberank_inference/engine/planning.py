@@ -6,8 +6,8 @@ Rules, in order:
   still runs, alone);
 - with a padding-free model, requests are served first come first served (a request's pairs stay
   together, which keeps its latency low);
-- with a padded model, sequences of similar length are grouped around the oldest request's
-  longest sequence to cut padding, unless the oldest request has waited longer than
+- with a padded model, sequences of similar length (at least half the longest) are grouped
+  around the oldest request's longest sequence to cut padding, unless the oldest request has waited longer than
   `starvation_seconds`, when its sequences go first.
 """
 
@@ -15,6 +15,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+
+
+# a padded batch takes no sequence shorter than this fraction of its longest (at most half
+# of a row is padding); shorter ones wait for a batch of their own length
+_MIN_FILL = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +134,21 @@ class BatchPlanner:
         position = ordered.index(anchor)
         # items no longer than the anchor cost no extra padding: take the closest ones first
         chosen = [anchor]
-        longest = anchor.num_tokens
+        longest = shortest = anchor.num_tokens
         low, high = position - 1, position + 1
         while len(chosen) < self._max_batch_size:
-            if low >= 0 and (len(chosen) + 1) * longest <= token_budget:
+            if (
+                low >= 0
+                and ordered[low].num_tokens >= longest * _MIN_FILL
+                and (len(chosen) + 1) * longest <= token_budget
+            ):
+                shortest = ordered[low].num_tokens
                 chosen.append(ordered[low])
                 low -= 1
                 continue
             if high < len(ordered):
                 grown = ordered[high].num_tokens
-                if (len(chosen) + 1) * grown <= token_budget:
+                if shortest >= grown * _MIN_FILL and (len(chosen) + 1) * grown <= token_budget:
                     chosen.append(ordered[high])
                     longest = grown
                     high += 1

