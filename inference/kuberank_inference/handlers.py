@@ -205,8 +205,9 @@ class Handlers:
         return state.ranker
 
     async def tei_rerank(self, request: web.Request) -> web.Response:
+        ranker = self._ranker()  # before the body: a request accepted before SIGTERM finishes
         parsed = payloads.parse_tei_rerank(await self._body(request), self._limits)
-        scores = await self._ranker().rerank(
+        scores = await ranker.rerank(
             query=parsed.query,
             texts=parsed.texts,
             truncate=parsed.truncate,
@@ -218,11 +219,12 @@ class Handlers:
         )
 
     async def _cohere(self, request: web.Request, version: str) -> web.Response:
+        ranker = self._ranker()
         parsed = payloads.parse_cohere_rerank(
             await self._body(request), self._limits, version="1" if version == "1" else "2"
         )
         # Cohere truncates long documents instead of failing
-        scores = await self._ranker().rerank(
+        scores = await ranker.rerank(
             query=parsed.query,
             texts=parsed.documents,
             truncate=True,
@@ -246,8 +248,9 @@ class Handlers:
         return await self._cohere(request, "2")
 
     async def tei_embed(self, request: web.Request) -> web.Response:
+        ranker = self._ranker()
         parsed = payloads.parse_tei_embed(await self._body(request), self._limits)
-        embedded = await self._ranker().embed(
+        embedded = await ranker.embed(
             texts=parsed.inputs,
             truncate=parsed.truncate,
             direction=parsed.direction,
@@ -260,8 +263,9 @@ class Handlers:
         return web.json_response(vectors)
 
     async def openai_embeddings(self, request: web.Request) -> web.Response:
+        ranker = self._ranker()
         parsed = payloads.parse_openai_embed(await self._body(request), self._limits)
-        embedded = await self._ranker().embed(texts=parsed.inputs, truncate=False, field="input")
+        embedded = await ranker.embed(texts=parsed.inputs, truncate=False, field="input")
         vectors = [
             rendering.truncate_dimensions(v, parsed.dimensions, field="dimensions")
             for v in embedded.vectors

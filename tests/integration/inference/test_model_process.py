@@ -1,0 +1,46 @@
+"""The model in a child process gives the same scores as in-process, and maps OOM the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kuberank_inference.engine.contracts import PairsInput
+from kuberank_inference.failures import DeviceOutOfMemoryError
+from kuberank_inference.sources import ModelSource
+from kuberank_inference.torchmodel.process import ModelProcess
+from kuberank_inference.torchmodel.settings import RunnerSettings
+
+
+def test_child_process_scores_equal_in_process(
+    bert_cross_encoder_dir: Path, cross_runner: Any
+) -> None:
+    settings = RunnerSettings(
+        source=ModelSource(bert_cross_encoder_dir, "tiny-ce"),
+        task="auto",
+        device="cpu",
+        dtype="auto",
+        attention="auto",
+        max_input_length=0,
+        model_id="tiny-ce",
+        vram_safety_margin=0.1,
+    )
+    child = ModelProcess(settings, warm_up_tokens=1024)
+    try:
+        assert child.info == cross_runner.info
+        request = PairsInput("query", ["one doc", "two docs here", "three"], truncate=False)
+        sequences = child.encode(request)
+        first = child.start_batch(sequences)
+        second = child.start_batch(sequences[:1])  # two in flight
+        expected = cross_runner.finish_batch(cross_runner.start_batch(cross_runner.encode(request)))
+        assert child.finish_batch(first) == pytest.approx(expected, abs=1e-6)
+        assert child.finish_batch(second) == pytest.approx(expected[:1], abs=1e-6)
+        child.inject_oom(1)
+        with pytest.raises(DeviceOutOfMemoryError, match="injected"):
+            child.finish_batch(child.start_batch(sequences))
+        assert len(child.finish_batch(child.start_batch(sequences))) == 3
+        assert child.device_memory() is None
+    finally:
+        child.close()

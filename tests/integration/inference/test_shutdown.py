@@ -1,0 +1,101 @@
+"""SIGTERM on a real server process (model in its own process): /ready turns 503, new work is
+refused, the request in flight finishes, the process exits 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def call(url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> tuple[int, str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_sigterm_drains_in_flight_requests_and_exits_zero(
+    tmp_path: Path, bert_cross_encoder_dir: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kuberank_inference",
+                "--model",
+                str(bert_cross_encoder_dir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--model-process",
+                "on",
+                "--device-handshake-file",
+                str(tmp_path / "device.json"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the server never became ready"
+            try:
+                if call(f"{base}/ready", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        # a request in flight: its headers and half its body are in when the signal comes
+        body = json.dumps({"query": "q", "texts": ["alpha beta", "gamma"]}).encode()
+        in_flight = socket.create_connection(("127.0.0.1", port), timeout=60)
+        in_flight.sendall(
+            b"POST /rerank HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body[:10]
+        )
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ready = call(f"{base}/ready")
+        refused = call(f"{base}/rerank", {"query": "q", "texts": ["late"]})
+        in_flight.sendall(body[10:])
+        answer = b""
+        while chunk := in_flight.recv(65536):
+            answer += chunk
+        in_flight.close()
+        exit_code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert ready[0] == 503, log_path.read_text()
+    assert json.loads(ready[1])["error_type"] == "Unhealthy"
+    assert refused[0] == 503
+    assert "shutting down" in json.loads(refused[1])["error"]
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), answer
+    assert sorted(r["index"] for r in json.loads(payload)) == [0, 1]
+    assert exit_code == 0, log_path.read_text()
+    assert "stopped" in log_path.read_text()
