@@ -7,15 +7,14 @@ Rules, in order:
 - with a padding-free model, requests are served first come first served (a request's pairs stay
   together, which keeps its latency low);
 - with a padded model, sequences of similar length (at least half the longest) are grouped
-  around the oldest request's longest sequence to cut padding, unless the oldest request has waited longer than
-  `starvation_seconds`, when its sequences go first.
+  around the oldest request's longest sequence to cut padding, unless the oldest request has
+  waited longer than `starvation_seconds`, when its sequences go first.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-
 
 # a padded batch takes no sequence shorter than this fraction of its longest (at most half
 # of a row is padding); shorter ones wait for a batch of their own length

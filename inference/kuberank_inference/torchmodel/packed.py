@@ -176,9 +176,10 @@ class PackedEncoder:
         return x
 
     def _residual_norm(self, x: Tensor, residual: Tensor, norm: nn.LayerNorm) -> Tensor:
-        if norm.bias is None:
+        bias: Tensor | None = norm.bias
+        if bias is None:
             return _norm(x + residual, norm)
-        return self._add_norm(x, residual, norm.weight, norm.bias, norm.eps)
+        return self._add_norm(x, residual, norm.weight, bias, norm.eps)
 
 
 def padded_attention(q: Tensor, k: Tensor, v: Tensor, layout: PackedLayout) -> Tensor:

@@ -9,6 +9,7 @@ This module does not import torch; the child imports the runner after it starts.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import multiprocessing
@@ -165,10 +166,8 @@ class ModelProcess:
 
     def close(self) -> None:
         if self._process.is_alive():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 self._send(("stop",))
-            except (OSError, ValueError):
-                pass
             self._process.join(timeout=30)
         if self._process.is_alive():
             self._process.kill()

@@ -23,7 +23,7 @@ UNRELATED = [
 
 def metric(text: str, name: str) -> float:
     for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+        if line.startswith((name + " ", name + "{")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not exported")
 
@@ -61,7 +61,20 @@ async def test_minilm_embeddings_equal_sentence_transformers(
 
 
 def _pairs(seed: int) -> tuple[str, list[str]]:
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+    words = [
+        "alpha",
+        "beta",
+        "gamma",
+        "delta",
+        "epsilon",
+        "zeta",
+        "eta",
+        "theta",
+        "iota",
+        "kappa",
+        "lambda",
+        "mu",
+    ]
     texts = [
         " ".join(words[(seed + i * j) % len(words)] for j in range(3 + 4 * i)) for i in range(7)
     ]

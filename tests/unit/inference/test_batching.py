@@ -28,7 +28,7 @@ def settings(**overrides: int) -> EngineSettings:
         "tokenization_workers": 2,
     }
     values.update(overrides)
-    return EngineSettings(**values)  # type: ignore[arg-type]
+    return EngineSettings(**values)
 
 
 def texts(count: int, words: int = 3, prefix: str = "t") -> list[str]:
