@@ -111,7 +111,7 @@ class InferenceMetrics:
         )
         self.batch_size = Histogram(
             "kuberank_inference_batch_size",
-            "Sequences per batch.",
+            "Sequences (pairs or texts) per batch.",
             buckets=_SIZE_BUCKETS,
             registry=r,
         )
