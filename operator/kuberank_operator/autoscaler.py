@@ -366,13 +366,15 @@ class Autoscaler:
     def _log_signals(resource: _Resource, evaluation: Evaluation) -> None:
         s = evaluation.signals
         logger.debug(
-            "%s/%s: %d/%d pods reporting, queue %s, p99 %s ms, GPU %s %%",
+            "%s/%s: %d/%d pods reporting, queue %s, p99 %s ms, GPU %s %%, %d over the VRAM "
+            "safety margin",
             *resource.key,
             len(s.pods),
             s.pods_expected,
             s.mean_queue_depth,
             s.p99_latency_ms,
             s.mean_gpu_utilization,
+            sum(1 for p in s.pods if p.vram_over_margin),
         )
 
     async def _report_token_budget(self, resource: _Resource, state: _State, budget: int) -> None:
