@@ -58,6 +58,7 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
 def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Application:
     metrics = InferenceMetrics()
     metrics.ready.set(0)
+    metrics.token_budget.set(config.max_batch_tokens)
     state = ServerState(
         metrics=metrics,
         payload_limit=config.payload_limit,

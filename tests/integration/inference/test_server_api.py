@@ -294,3 +294,13 @@ async def test_injected_oom_is_retried_and_counted(serve: Serve, cross_runner: A
 async def test_fault_injection_is_off_by_default(serve: Serve, cross_runner: Any) -> None:
     client = await serve(cross_runner)
     assert (await client.post("/debug/inject-oom", json={"count": 1})).status == 404
+
+
+async def test_health_fails_when_a_forward_pass_fails(serve: Serve) -> None:
+    from tests.unit.inference.fakes import ServableFakeRunner
+
+    client = await serve(ServableFakeRunner(fail_with=RuntimeError("device lost")))
+    assert (await client.get("/ready")).status == 200
+    health = await client.get("/health")
+    assert health.status == 503
+    assert "device lost" in (await health.json())["error"]
