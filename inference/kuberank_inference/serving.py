@@ -54,8 +54,6 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
 
 
 def use_model_process(config: ServerConfig) -> bool:
-    if config.model_process == "auto":
-        return config.device.startswith("cuda")
     return config.model_process == "on"
 
 
