@@ -125,4 +125,21 @@ for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 done
 build_set helm "$HELM_VERSION" helm helm.sh/helm/v3 "$helm_ldflags" "$HELM_VERSION" "~2 min on 2 cores" \
   helm.sh/helm/v3/cmd/helm=helm
+
+# Prometheus 3.x is module v0.3xx.y: v0.316.0 is release 3.16.0
+prom_minor=${PROMETHEUS_VERSION#v0.}
+prom_patch=${prom_minor#*.}
+prom_minor=${prom_minor%%.*}
+prom_release="${prom_minor:0:1}.$((10#${prom_minor:1})).$prom_patch"
+prom_ldflags="-X github.com/prometheus/common/version.Version=$prom_release"
+prom_ldflags+=" -X github.com/prometheus/common/version.Revision=$PROMETHEUS_VERSION"
+prom_ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
+prom_ldflags+=" -X github.com/prometheus/common/version.BuildUser=kuberank"
+prom_ldflags+=" -X github.com/prometheus/common/version.BuildDate=@BUILD_DATE@"
+# Prometheus' documented build tags: no optional service discovery but kubernetes (file_sd and
+# http_sd stay), which skips the cloud SDKs; no builtinassets tag, so no web UI assets either
+GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" \
+  build_set prometheus "$PROMETHEUS_VERSION" prometheus github.com/prometheus/prometheus \
+  "$prom_ldflags" "version $prom_release" "~7 min on 2 cores" \
+  github.com/prometheus/prometheus/cmd/prometheus=prometheus
 echo "==> tools ready in $bin_root"
