@@ -1,8 +1,9 @@
 """Real parts for the autoscaling e2e tests: the operator process, an inference server and a GPU
-sidecar (fake NVML backend) bound to each kwok pod's loopback IP, a load generator, and
-Debian's Prometheus and Alertmanager. Debian builds Prometheus without kubernetes_sd, so it
-finds the pods through the operator's HTTP service discovery (`GET /targets`), which lists
-what the operator watches on the API server.
+sidecar (fake NVML backend) bound to each kwok pod's loopback IP, a load generator,
+Prometheus and Debian's Alertmanager. Prometheus finds the pods either through kubernetes_sd
+against the local API server as a least-privilege ServiceAccount (the Go-built Prometheus 3.x:
+Debian's 2.42 lacks kubernetes_sd) or through the operator's HTTP service discovery
+(`GET /targets`, Debian's Prometheus).
 
 Everything listens on loopback; every process is started here and stopped by its own handle.
 """
@@ -33,6 +34,7 @@ import yaml
 from tests.localcluster import LocalCluster, wait_until
 from tests.localcluster.cluster import free_ports
 from tests.localcluster.nodes import NODE_POOL_LABEL
+from tests.localcluster.toolchain import prometheus_binary
 
 log = logging.getLogger(__name__)
 
@@ -477,22 +479,63 @@ def send_requests(target: PodProcesses, count: int) -> list[int]:
     return statuses
 
 
+@dataclass(frozen=True)
+class KubernetesDiscovery:
+    """What Prometheus' kubernetes_sd needs to watch one namespace's pods on the API server."""
+
+    api_server: str
+    ca_file: Path
+    token_file: Path
+    namespace: str
+
+    @classmethod
+    def service_account(
+        cls, cluster: LocalCluster, *, namespace: str, workdir: Path
+    ) -> KubernetesDiscovery:
+        """A `prometheus` ServiceAccount allowed only to get/list/watch pods in `namespace`
+        (as Prometheus runs in a cluster) and a bound token for it, written to a file."""
+        name = "prometheus"
+        cluster.kubectl("create", "serviceaccount", name, "-n", namespace)
+        cluster.kubectl(
+            "create", "role", name, "-n", namespace,
+            "--verb=get,list,watch", "--resource=pods",
+        )  # fmt: skip
+        cluster.kubectl(
+            "create", "rolebinding", name, "-n", namespace,
+            f"--role={name}", f"--serviceaccount={namespace}:{name}",
+        )  # fmt: skip
+        token = cluster.kubectl("create", "token", name, "-n", namespace, "--duration=1h")
+        workdir.mkdir(parents=True, exist_ok=True)
+        token_file = workdir / "sa-token"
+        token_file.write_text(token.stdout.strip())
+        token_file.chmod(0o600)
+        kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+        ca_file = Path(kubeconfig["clusters"][0]["cluster"]["certificate-authority"])
+        return cls(
+            api_server=cluster.server, ca_file=ca_file, token_file=token_file, namespace=namespace
+        )
+
+
 class Monitoring:
-    """Debian's Prometheus discovering the pods through the operator's HTTP service discovery
-    (the operator watches them on the local API server), with the given rules, and Debian's
-    Alertmanager posting to the operator's webhook."""
+    """Prometheus discovering the pods through kubernetes_sd (the Go-built Prometheus, see
+    `KubernetesDiscovery`) or through the operator's HTTP service discovery at `targets_url`
+    (Debian's Prometheus), with the given rules, and Debian's Alertmanager posting to the
+    operator's webhook."""
 
     def __init__(
         self,
         *,
         rules_yaml: str,
         webhook_url: str,
-        targets_url: str,
         token: str,
         workdir: Path,
+        targets_url: str | None = None,
+        kubernetes: KubernetesDiscovery | None = None,
         interval: str = "1s",
     ) -> None:
-        prometheus = shutil.which("prometheus")
+        if (targets_url is None) == (kubernetes is None):
+            raise ValueError("give exactly one of targets_url (HTTP SD) or kubernetes")
+        prometheus = str(prometheus_binary()) if kubernetes else shutil.which("prometheus")
         alertmanager = shutil.which("prometheus-alertmanager")
         if prometheus is None or alertmanager is None:
             raise RuntimeError("prometheus / prometheus-alertmanager missing: make system-deps")
@@ -536,6 +579,7 @@ class Monitoring:
             yaml.safe_dump(
                 prometheus_config(
                     targets_url=targets_url,
+                    kubernetes=kubernetes,
                     token_file=token_file,
                     alertmanager=f"127.0.0.1:{self.alertmanager_port}",
                     interval=interval,
@@ -574,6 +618,15 @@ class Monitoring:
     def targets_up(self) -> int:
         return len(self.query('up{job="kuberank-pods"} == 1'))
 
+    def active_targets(self) -> list[dict[str, Any]]:
+        """The scrape targets Prometheus' /api/v1/targets lists, with their discovered labels."""
+        url = f"http://127.0.0.1:{self.prometheus_port}/api/v1/targets?state=active"
+        status, body = http_json("GET", url)
+        if status != 200:
+            raise RuntimeError(f"GET {url}: {status} {body}")
+        targets: list[dict[str, Any]] = body["data"]["activeTargets"]
+        return targets
+
     def stop_prometheus(self) -> None:
         stop_process(self.prometheus)
 
@@ -583,29 +636,58 @@ class Monitoring:
 
 
 def prometheus_config(
-    *, targets_url: str, token_file: Path, alertmanager: str, interval: str = "1s"
+    *,
+    token_file: Path,
+    alertmanager: str,
+    targets_url: str | None = None,
+    kubernetes: KubernetesDiscovery | None = None,
+    interval: str = "1s",
 ) -> dict[str, Any]:
-    """Scrape kuberank pods found through the operator's HTTP service discovery (Debian's
-    Prometheus is built without kubernetes_sd); the targets carry namespace, pod and
-    rerankerdeployment, as the rules expect."""
+    """Scrape kuberank pods found through kubernetes_sd (relabeled as docs/operator/prometheus.md
+    shows) or through the operator's HTTP service discovery at `targets_url`; either way the
+    targets carry namespace, pod and rerankerdeployment, as the rules expect."""
+    job: dict[str, Any] = {"job_name": "kuberank-pods", "scrape_timeout": "1s"}
+    if kubernetes is not None:
+        job["kubernetes_sd_configs"] = [
+            {
+                "role": "pod",
+                "api_server": kubernetes.api_server,
+                "namespaces": {"names": [kubernetes.namespace]},
+                "authorization": {"credentials_file": str(kubernetes.token_file)},
+                "tls_config": {"ca_file": str(kubernetes.ca_file)},
+            }
+        ]
+        job["relabel_configs"] = POD_RELABELING
+    else:
+        job["http_sd_configs"] = [
+            {
+                "url": targets_url,
+                "refresh_interval": "1s",
+                "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
+            }
+        ]
     return {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": ["rules.yaml"],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [
-            {
-                "job_name": "kuberank-pods",
-                "scrape_timeout": "1s",
-                "http_sd_configs": [
-                    {
-                        "url": targets_url,
-                        "refresh_interval": "1s",
-                        "authorization": {"type": "Bearer", "credentials_file": str(token_file)},
-                    }
-                ],
-            }
-        ],
+        "scrape_configs": [job],
     }
+
+
+_CR_META = "__meta_kubernetes_pod_label_kuberank_dev_rerankerdeployment"
+# The selection of the chart's PodMonitor (alertrules.render_pod_monitor): pods labelled with
+# their RerankerDeployment, ports `http` and `gpu-metrics`, plus the labels the rules group by.
+POD_RELABELING: list[dict[str, Any]] = [
+    {"source_labels": [_CR_META], "regex": ".+", "action": "keep"},
+    {
+        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+        "regex": "http|gpu-metrics",
+        "action": "keep",
+    },
+    {"source_labels": [_CR_META], "target_label": "rerankerdeployment"},
+    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+]
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:

@@ -1,8 +1,9 @@
-"""The Prometheus path against real processes: Debian's Prometheus finds the pods through the
-operator's HTTP service discovery (Debian builds it without kubernetes_sd; the operator lists
-the pods it watches on the local API server) and evaluates the rules rendered from the
-RerankerDeployment; Debian's Alertmanager posts to the operator's webhook with the bearer token
-from a Secret. Forged alerts get 401. With Prometheus stopped, the builtin evaluator decides.
+"""The Prometheus path against real processes: Prometheus (3.x built from Go modules; Debian's
+2.42 lacks kubernetes_sd) finds the pods through kubernetes_sd on the local API server as a
+ServiceAccount that may only list and watch the namespace's pods, scrapes the real inference
+server and sidecar on each pod IP and evaluates the rules rendered from the RerankerDeployment;
+Debian's Alertmanager posts to the operator's webhook with the bearer token from a Secret.
+Forged alerts get 401. With Prometheus stopped, the builtin evaluator decides.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from kuberank_operator.oomrestarts import oom_policy
 from kuberank_operator.scaling import scale_policy
 from kuberank_operator.specs import parse_spec
 from tests.e2e.autoscaling_support import (
+    INFERENCE_PORT,
+    SIDECAR_PORT,
+    KubernetesDiscovery,
     Load,
     Monitoring,
     Namespace,
@@ -119,7 +123,9 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
             monitoring = Monitoring(
                 rules_yaml=_rules(manifest, ns.name),
                 webhook_url=operator.webhook_url,
-                targets_url=operator.targets_url,
+                kubernetes=KubernetesDiscovery.service_account(
+                    local_cluster, namespace=ns.name, workdir=tmp_path / "monitoring"
+                ),
                 token=token,
                 workdir=tmp_path / "monitoring",
             )
@@ -132,6 +138,21 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
                     timeout=WAIT,
                     what="Prometheus scraping the pod's inference and sidecar ports",
                 )
+                # both targets come from kubernetes_sd (pod metadata), on the pod's own IP
+                (pod,) = servers.ready()
+                found = {
+                    (
+                        target["discoveredLabels"].get("__meta_kubernetes_pod_name"),
+                        target["scrapeUrl"],
+                        target["health"],
+                    )
+                    for target in monitoring.active_targets()
+                    if target["scrapePool"] == "kuberank-pods"
+                }
+                assert found == {
+                    (pod.pod, f"http://{pod.ip}:{port}/metrics", "up")
+                    for port in (INFERENCE_PORT, SIDECAR_PORT)
+                }
                 queue = monitoring.query(
                     f'kuberank_inference_queue_depth{{namespace="{ns.name}",'
                     f'rerankerdeployment="{NAME}"}}'

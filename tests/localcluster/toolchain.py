@@ -84,3 +84,17 @@ def locate() -> Toolchain:
             + ". Run `make tools` (first run builds from Go modules: ~30 min on 2 cores)"
         )
     return Toolchain(versions=versions, paths=paths)
+
+
+def prometheus_binary() -> Path:
+    """The Go-built Prometheus (with kubernetes_sd, which Debian's lacks); kept out of the
+    control plane's sets so the cluster starts without it; a clear error if unbuilt."""
+    version = parse_versions(VERSIONS_FILE.read_text()).get("PROMETHEUS_VERSION")
+    if version is None:
+        raise ValueError(f"{VERSIONS_FILE} has no PROMETHEUS_VERSION; add e.g. v0.316.0")
+    path = cache_dir() / "bin" / f"prometheus-{version}" / "prometheus"
+    if not os.access(path, os.X_OK):
+        raise ToolchainMissingError(
+            f"Prometheus is not built: missing {path}. Run `make tools` (first build: ~7 min)"
+        )
+    return path
