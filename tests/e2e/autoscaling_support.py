@@ -657,7 +657,7 @@ def prometheus_config(
                 "tls_config": {"ca_file": str(kubernetes.ca_file)},
             }
         ]
-        job["relabel_configs"] = POD_RELABELING
+        job["relabel_configs"] = documented_pod_relabeling()
     else:
         job["http_sd_configs"] = [
             {
@@ -674,20 +674,21 @@ def prometheus_config(
     }
 
 
-_CR_META = "__meta_kubernetes_pod_label_kuberank_dev_rerankerdeployment"
-# The selection of the chart's PodMonitor (alertrules.render_pod_monitor): pods labelled with
-# their RerankerDeployment, ports `http` and `gpu-metrics`, plus the labels the rules group by.
-POD_RELABELING: list[dict[str, Any]] = [
-    {"source_labels": [_CR_META], "regex": ".+", "action": "keep"},
-    {
-        "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-        "regex": "http|gpu-metrics",
-        "action": "keep",
-    },
-    {"source_labels": [_CR_META], "target_label": "rerankerdeployment"},
-    {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-    {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-]
+PROMETHEUS_DOC = REPO / "docs" / "operator" / "prometheus.md"
+
+
+def documented_pod_relabeling() -> list[dict[str, Any]]:
+    """The relabel_configs of the kubernetes_sd scrape job in docs/operator/prometheus.md (the
+    PodMonitor's selection), so the e2e runs what users are told to write."""
+    text = PROMETHEUS_DOC.read_text()
+    for block in text.split("```yaml\n")[1:]:
+        body = block.split("```", 1)[0]
+        if "kubernetes_sd_configs" in body:
+            relabeling: list[dict[str, Any]] = yaml.safe_load(body)["scrape_configs"][0][
+                "relabel_configs"
+            ]
+            return relabeling
+    raise RuntimeError(f"{PROMETHEUS_DOC} has no ```yaml block with kubernetes_sd_configs")
 
 
 def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
