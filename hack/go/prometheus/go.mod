@@ -1,5 +1,6 @@
 // Wrapper module for Prometheus: 3.x is published on the module proxy as v0.3xx.y (3.16.0 is
-// v0.316.0). Keep PROMETHEUS_VERSION in hack/go/versions.env in step.
+// v0.316.0). Keep PROMETHEUS_VERSION in hack/go/versions.env in step. Tidy with `go mod tidy -e`:
+// the proxy refuses github.com/hashicorp/nomad/api, which only the nomad SD we leave out imports.
 module kuberank.dev/hack/go/prometheus
 
 go 1.26.7
