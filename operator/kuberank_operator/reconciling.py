@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from kuberank_operator.indexes import Key, World
 from kuberank_operator.kubeapi import ApiError, KubeApi
 from kuberank_operator.naming import Owner
 from kuberank_operator.rendering import RenderOptions, render_children
+from kuberank_operator.signals import PodTuning
 from kuberank_operator.specs import RerankerSpec, SpecError, parse_spec
 from kuberank_operator.workqueue import QueueClosedError, WorkQueue
 
@@ -62,11 +63,14 @@ class Controller:
         world: World,
         options: ControllerOptions,
         clock: Callable[[], float] = time.monotonic,
+        tuning_states: Callable[[Key], Mapping[str, PodTuning] | None] = lambda key: None,
     ) -> None:
         self._api = api
         self._world = world
         self._options = options
         self._clock = clock
+        # Per pod, the GPU tuning its sidecar reports (tuningwatch.TuningWatch.states).
+        self._tuning_states = tuning_states
         self.queue: WorkQueue[Key] = WorkQueue(clock=clock)
         self._memory: dict[Key, _Memory] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -264,6 +268,7 @@ class Controller:
                 pods=self._world.pods(owner.key),
                 capacity=capacity,
                 apply_error=apply_error,
+                tuning_states=self._tuning_states(owner.key),
             )
         )
 

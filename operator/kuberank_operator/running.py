@@ -31,6 +31,7 @@ from kuberank_operator.reconciling import Controller, ControllerOptions
 from kuberank_operator.rendering import RenderOptions
 from kuberank_operator.responders import start_responders, stop_responders
 from kuberank_operator.serving import OpsServer
+from kuberank_operator.tuningwatch import TuningWatch
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Runtime:
     responders: Any = None  # responders.Responders: builtin evaluator, alert webhook
     world: World | None = None
     elector: Elector | None = None
+    tuning: TuningWatch | None = None
 
 
 def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> None:
@@ -82,9 +84,12 @@ async def start(
     configure_kopf(settings, config)
     world = runtime.world = World(indices)
     runtime.api = KubeApi.from_environment(kubeconfig=config.kubeconfig, threads=config.api_threads)
+    # Tuning results change without any Kubernetes event: the watch enqueues the resource.
+    runtime.tuning = TuningWatch(world=world, on_change=lambda key: controller.enqueue(key))
     controller = Controller(
         api=runtime.api,
         world=world,
+        tuning_states=runtime.tuning.states,
         options=ControllerOptions(
             workers=config.workers,
             resync_seconds=config.resync_seconds,
@@ -136,6 +141,8 @@ async def lead(runtime: Runtime) -> None:
     assert runtime.api is not None
     assert runtime.world is not None
     runtime.controller.start()
+    if runtime.tuning is not None:
+        await runtime.tuning.start()
     runtime.responders = await start_responders(
         config=runtime.config, api=runtime.api, world=runtime.world
     )
@@ -146,6 +153,8 @@ async def follow(runtime: Runtime) -> None:
     if runtime.responders is not None:
         await stop_responders(runtime.responders)
         runtime.responders = None
+    if runtime.tuning is not None:
+        await runtime.tuning.stop()
     if runtime.controller is not None:
         await runtime.controller.pause()
 

@@ -15,8 +15,10 @@ from kuberank_operator.signals import (
     SIDECAR_METRICS_PORT,
     MetricsFormatError,
     PodScrape,
+    PodTuning,
     parse_inference_metrics,
     parse_sidecar_metrics,
+    parse_tuning_state,
 )
 
 log = logging.getLogger(__name__)
@@ -103,6 +105,29 @@ async def scrape_pods(
         for target in targets
     )
     return list(await asyncio.gather(*scrapes))
+
+
+async def scrape_tuning(
+    session: aiohttp.ClientSession,
+    targets: Sequence[PodTarget],
+    *,
+    sidecar_port: int = SIDECAR_METRICS_PORT,
+) -> dict[str, PodTuning]:
+    """Each pod's tuning state from its sidecar's /metrics; pods that gave none are left out."""
+
+    async def one(target: PodTarget) -> tuple[str, PodTuning | None]:
+        url = metrics_url(target.ip, sidecar_port)
+        text = await fetch_text(session, url)
+        if text is None:
+            return target.pod, None
+        try:
+            return target.pod, parse_tuning_state(text)
+        except MetricsFormatError as exc:
+            log.debug("scrape %s: %s", url, exc)
+            return target.pod, None
+
+    found = await asyncio.gather(*(one(t) for t in targets if t.sidecar))
+    return {pod: tuning for pod, tuning in found if tuning is not None}
 
 
 def new_session(*, timeout_s: float) -> aiohttp.ClientSession:

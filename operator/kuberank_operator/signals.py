@@ -29,6 +29,9 @@ GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
 FB_USED = "DCGM_FI_DEV_FB_USED"
 FB_FREE = "DCGM_FI_DEV_FB_FREE"
 XID_ERRORS = "DCGM_FI_DEV_XID_ERRORS"
+TUNING_STATE = "kuberank_gpu_tuning_state"
+# A pod's tuning state is the worst of its GPUs', in the sidecar's own order (tuning._overall).
+TUNING_SEVERITY = ("failed", "denied", "refused", "pending", "applied", "restored", "disabled")
 _INFERENCE_GAUGES = frozenset(
     {QUEUE_DEPTH, PAIRS_IN_FLIGHT, CUDA_OOM_TOTAL, PAIRS_TOTAL, TOKEN_BUDGET, READY}
 )
@@ -60,6 +63,15 @@ class GpuReading:
     fb_used_mib: float | None
     fb_free_mib: float | None
     last_xid: int | None
+
+
+@dataclass(frozen=True)
+class PodTuning:
+    """A pod's GPU tuning as its sidecar reports it: the worst state over its GPUs."""
+
+    state: str  # one of TUNING_SEVERITY
+    reason: str = ""  # the sidecar's short code (no_permission, shared_gpu, ...), may be empty
+    gpus: int = 1  # how many of the pod's GPUs are in that state
 
 
 @dataclass(frozen=True)
@@ -174,6 +186,26 @@ def parse_sidecar_metrics(text: str) -> GpuReading:
         fb_free_mib=sum(free) if free else None,
         last_xid=max(xids) if xids else None,
     )
+
+
+def parse_tuning_state(text: str) -> PodTuning | None:
+    """The pod's tuning state from the sidecar's `kuberank_gpu_tuning_state` series.
+
+    None when the sidecar exports no such series yet (its devices are not known). States the
+    operator does not know rank as failed, so a newer sidecar never reads as applied.
+    """
+    found: list[tuple[int, str, str]] = []
+    for name, labels, value in _samples(text):
+        if name != TUNING_STATE or value < 1.0:
+            continue
+        state = labels.get("state", "")
+        rank = TUNING_SEVERITY.index(state) if state in TUNING_SEVERITY else 0
+        found.append((rank, state or "failed", labels.get("reason", "")))
+    if not found:
+        return None
+    worst = min(found)
+    same = sum(1 for rank, _, _ in found if rank == worst[0])
+    return PodTuning(state=worst[1], reason=worst[2], gpus=same)
 
 
 def histogram_quantile(quantile: float, buckets: Sequence[tuple[float, float]]) -> float | None:

@@ -14,6 +14,7 @@ from typing import Any
 from kuberank_operator import naming
 from kuberank_operator.capacity import Capacity
 from kuberank_operator.observations import ChildSummary, ContainerProblem, PodSummary
+from kuberank_operator.signals import PodTuning
 from kuberank_operator.specs import RerankerSpec
 
 READY = "Ready"
@@ -49,8 +50,8 @@ class Observed:
     capacity: Capacity
     # The last apply failed with this message (None when it worked or was not needed).
     apply_error: str | None = None
-    # Per pod, the sidecar's tuning state (applied, refused, denied, failed, pending) when known.
-    tuning_states: Mapping[str, str] | None = None
+    # Per pod, what its sidecar reports of GPU tuning; pods not (yet) read are absent.
+    tuning_states: Mapping[str, PodTuning] | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,20 @@ def _capacity(capacity: Capacity) -> Condition:
     return Condition(CAPACITY_LIMITED, "False", "SufficientDevices", capacity.message)
 
 
+# Sidecar states that say tuning cannot happen on that pod: TuningApplied is False with the
+# state as reason (a state this operator does not know counts as failed).
+TUNING_FAILURES = ("failed", "denied", "refused")
+# Not there yet: still applying, or a pod of an older spec whose sidecar was not asked to tune.
+TUNING_NOT_YET = ("pending", "disabled", "restored")
+
+
+def _pods_named(pods: Sequence[str]) -> str:
+    shown = ", ".join(pods[:3])
+    return shown + (f" and {len(pods) - 3} more" if len(pods) > 3 else "")
+
+
 def _tuning(observed: Observed) -> Condition:
+    """TuningApplied: True only when every ready pod's sidecar reports the tuning applied."""
     gpu = observed.spec.gpu
     if not gpu.tuning_requested:
         return Condition(
@@ -190,32 +204,62 @@ def _tuning(observed: Observed) -> Condition:
             "NotRequested",
             "spec.gpu sets no power limit or locked clocks",
         )
-    states = observed.tuning_states
     wanted = []
     if gpu.power_limit_watts:
         wanted.append(f"power limit {gpu.power_limit_watts} W")
     if gpu.locked_clocks.requested:
         wanted.append("locked clocks")
     what = " and ".join(wanted)
-    if not states:
+    if not observed.spec.sidecar.enabled:
+        return Condition(
+            TUNING_APPLIED,
+            "False",
+            "SidecarDisabled",
+            f"{what} requested, but spec.sidecar.enabled is false and the sidecar applies it; "
+            "enable the sidecar or remove the tuning from spec.gpu",
+        )
+    states = observed.tuning_states or {}
+    ready = sorted(p.name for p in observed.pods if p.ready and not p.deleting)
+    if not ready:
         return Condition(
             TUNING_APPLIED,
             "Unknown",
             "AwaitingSidecar",
-            f"{what} requested; each pod's sidecar reports the result on :9400/tuning",
+            f"{what} requested; no pod is ready yet, each pod's sidecar reports the result "
+            "on :9400/tuning",
         )
-    bad = sorted((pod, s) for pod, s in states.items() if s not in ("applied", "pending"))
+    bad = [(pod, states[pod]) for pod in ready if pod in states]
+    bad = [(pod, t) for pod, t in bad if t.state not in (*TUNING_NOT_YET, "applied")]
     if bad:
-        pod, state = bad[0]
+        order = {state: i for i, state in enumerate(TUNING_FAILURES)}
+        bad.sort(key=lambda item: (order.get(item[1].state, 0), item[0]))
+        worst = bad[0][1].state
+        details = [
+            f"pod {pod}: {t.state}" + (f" ({t.reason})" if t.reason else "") for pod, t in bad
+        ]
+        shown = "; ".join(details[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
         return Condition(
             TUNING_APPLIED,
             "False",
-            state.capitalize(),
-            f"pod {pod}: tuning {state}{_more(len(bad))}",
+            worst.capitalize(),
+            f"{what} not applied on {len(bad)}/{len(ready)} ready pods: {shown}; "
+            "GET :9400/tuning on a pod's sidecar says why",
         )
-    if all(s == "applied" for s in states.values()):
-        return Condition(TUNING_APPLIED, "True", "Applied", f"{what} applied on {len(states)} pods")
-    return Condition(TUNING_APPLIED, "Unknown", "Pending", f"{what} being applied")
+    waiting = [pod for pod in ready if pod not in states or states[pod].state != "applied"]
+    if waiting:
+        return Condition(
+            TUNING_APPLIED,
+            "Unknown",
+            "AwaitingSidecar",
+            f"{what} requested; {len(ready) - len(waiting)}/{len(ready)} ready pods report it "
+            f"applied, waiting for {_pods_named(waiting)}",
+        )
+    return Condition(
+        TUNING_APPLIED,
+        "True",
+        "Applied",
+        f"{what} applied on all {len(ready)} ready pods",
+    )
 
 
 def compute_status(observed: Observed) -> StatusView:

@@ -9,6 +9,7 @@ import pytest
 
 from kuberank_operator.capacity import Capacity
 from kuberank_operator.observations import ChildSummary, ContainerProblem, PodSummary
+from kuberank_operator.signals import PodTuning
 from kuberank_operator.specs import parse_spec
 from kuberank_operator.statuses import (
     Observed,
@@ -224,12 +225,12 @@ def test_tuning_condition() -> None:
     spec_tuning = {"gpu": {"powerLimitWatts": 300}}
     waiting = compute_status(observed(dep=deployment(), spec=spec_tuning))
     assert conditions(waiting)["TuningApplied"] == ("Unknown", "AwaitingSidecar")
-    applied = compute_status(
-        observed(dep=deployment(), spec=spec_tuning, tuning_states={"a": "applied", "b": "applied"})
-    )
+    every = {p: PodTuning("applied") for p in "abc"}
+    applied = compute_status(observed(dep=deployment(), spec=spec_tuning, tuning_states=every))
     assert conditions(applied)["TuningApplied"] == ("True", "Applied")
+    one_refused = {**every, "b": PodTuning("refused", "shared_gpu")}
     refused = compute_status(
-        observed(dep=deployment(), spec=spec_tuning, tuning_states={"a": "applied", "b": "refused"})
+        observed(dep=deployment(), spec=spec_tuning, tuning_states=one_refused)
     )
     assert conditions(refused)["TuningApplied"] == ("False", "Refused")
 
