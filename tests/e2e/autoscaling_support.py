@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,9 +296,14 @@ class PodServers:
         workdir: Path,
         inference: bool = True,
         sidecar_interval: float = 1.0,
+        sidecar_args: Sequence[str] = (),
+        fake_profile: str = "h100x1",
     ) -> None:
         self._inference = inference
         self._sidecar_interval = sidecar_interval
+        # Extra sidecar flags, as the operator renders them (e.g. --power-limit-watts).
+        self._sidecar_args = list(sidecar_args)
+        self._fake_profile = fake_profile
         self._cluster = cluster
         self._namespace = namespace
         self._name = name
@@ -392,7 +397,7 @@ class PodServers:
             "--host", ip,
             "--port", str(SIDECAR_PORT),
             "--backend", "fake",
-            "--fake-profile", "h100x1",
+            "--fake-profile", self._fake_profile,
             "--fake-state-file", str(state_file),
             "--devices", "0",
             "--interval", str(self._sidecar_interval),
@@ -400,6 +405,7 @@ class PodServers:
             "--pod-namespace", self._namespace,
             "--tuning-journal", "",
             "--log-level", "WARNING",
+            *self._sidecar_args,
         ]  # fmt: skip
         inference = None
         if self._inference:
