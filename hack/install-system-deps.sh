@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the suite uses: prometheus (+ promtool) and prometheus-alertmanager (+ amtool).
+# Debian packages the suite uses: prometheus (+ promtool), prometheus-alertmanager (+ amtool), openssl.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
+command -v openssl >/dev/null || need+=(openssl)  # the local cluster's PKI
 if [ ${#need[@]} -eq 0 ]; then
-  echo "==> system packages present (prometheus, alertmanager)"
+  echo "==> system packages present (prometheus, alertmanager, openssl)"
   exit 0
 fi
 sudo=""
