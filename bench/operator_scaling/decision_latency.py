@@ -38,18 +38,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
-from kuberank_operator.oomrestarts import oom_policy
-from kuberank_operator.scaling import scale_policy
-from kuberank_operator.specs import parse_spec
 from tests.e2e.autoscaling_support import (
     Monitoring,
     Namespace,
     OperatorProcess,
     PodServers,
     install_crd,
+    operator_rules_yaml,
     reranker,
 )
 from tests.localcluster import LocalCluster, running_cluster, wait_until
@@ -142,25 +137,6 @@ AUTOSCALING: dict[str, Any] = {
 }
 
 
-def _rules(manifest: dict[str, Any], namespace: str) -> str:
-    spec = parse_spec(manifest["spec"])
-    owner = {
-        "apiVersion": "kuberank.dev/v1alpha1",
-        "kind": "RerankerDeployment",
-        "metadata": {"name": NAME, "namespace": namespace, "uid": "bench"},
-    }
-    rule = render_prometheus_rule(
-        owner=owner,
-        thresholds=thresholds_from_policies(
-            scale=scale_policy(spec.autoscaling),
-            oom=oom_policy(spec.oom),
-            interval_s=spec.autoscaling.interval_seconds,
-        ),
-        labels={},
-    )
-    return yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False)
-
-
 @contextmanager
 def _path_setup(
     cluster: LocalCluster, *, path: str, interval: int, for_s: int, workdir: Path
@@ -192,7 +168,7 @@ def _path_setup(
             ns.apply(manifest)
             if path == "webhook":
                 monitoring = Monitoring(
-                    rules_yaml=_rules(manifest, ns.name),
+                    rules_yaml=operator_rules_yaml(manifest, ns.name),
                     webhook_url=operator.webhook_url,
                     targets_url=operator.targets_url,
                     token=token,

@@ -31,6 +31,10 @@ from typing import Any
 
 import yaml
 
+from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
+from kuberank_operator.oomrestarts import oom_policy
+from kuberank_operator.scaling import scale_policy
+from kuberank_operator.specs import parse_spec
 from tests.localcluster import LocalCluster, wait_until
 from tests.localcluster.cluster import free_ports
 from tests.localcluster.nodes import NODE_POOL_LABEL
@@ -182,6 +186,27 @@ def reranker(
         "metadata": {"name": name},
         "spec": spec,
     }
+
+
+def operator_rules_yaml(manifest: Mapping[str, Any], namespace: str) -> str:
+    """The rule groups of the PrometheusRule the operator renders for this resource, as a
+    rules file Prometheus loads (tests and benchmarks run without the Prometheus Operator)."""
+    spec = parse_spec(manifest["spec"])
+    owner = {
+        "apiVersion": manifest["apiVersion"],
+        "kind": manifest["kind"],
+        "metadata": {"name": manifest["metadata"]["name"], "namespace": namespace, "uid": "-"},
+    }
+    rule = render_prometheus_rule(
+        owner=owner,
+        thresholds=thresholds_from_policies(
+            scale=scale_policy(spec.autoscaling),
+            oom=oom_policy(spec.oom),
+            interval_s=spec.autoscaling.interval_seconds,
+        ),
+        labels={},
+    )
+    return yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False)
 
 
 class OperatorProcess:

@@ -12,12 +12,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-import yaml
 
-from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
-from kuberank_operator.oomrestarts import oom_policy
-from kuberank_operator.scaling import scale_policy
-from kuberank_operator.specs import parse_spec
 from tests.e2e.autoscaling_support import (
     INFERENCE_PORT,
     SIDECAR_PORT,
@@ -29,6 +24,7 @@ from tests.e2e.autoscaling_support import (
     PodServers,
     http_json,
     install_crd,
+    operator_rules_yaml,
     reranker,
     wait_for,
 )
@@ -47,26 +43,6 @@ AUTOSCALING = {
     "scaleUp": {"queueDepth": 16, "p99LatencyMs": 600000, "gpuUtilization": 95, "forSeconds": 5},
     "scaleDown": {"gpuUtilization": 30, "forSeconds": 10},
 }
-
-
-def _rules(manifest: dict[str, object], namespace: str) -> str:
-    """The groups of the PrometheusRule the operator would render for this resource."""
-    spec = parse_spec(manifest["spec"])  # type: ignore[arg-type]
-    owner = {
-        "apiVersion": "kuberank.dev/v1alpha1",
-        "kind": "RerankerDeployment",
-        "metadata": {"name": NAME, "namespace": namespace, "uid": "e2e"},
-    }
-    rule = render_prometheus_rule(
-        owner=owner,
-        thresholds=thresholds_from_policies(
-            scale=scale_policy(spec.autoscaling),
-            oom=oom_policy(spec.oom),
-            interval_s=spec.autoscaling.interval_seconds,
-        ),
-        labels={},
-    )
-    return yaml.safe_dump({"groups": rule["spec"]["groups"]}, sort_keys=False)
 
 
 def _forged_alert(namespace: str) -> dict[str, object]:
@@ -121,7 +97,7 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
             operator.wait_ready()
             ns.apply(manifest)
             monitoring = Monitoring(
-                rules_yaml=_rules(manifest, ns.name),
+                rules_yaml=operator_rules_yaml(manifest, ns.name),
                 webhook_url=operator.webhook_url,
                 kubernetes=KubernetesDiscovery.service_account(
                     local_cluster, namespace=ns.name, workdir=tmp_path / "monitoring"
