@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.operator_support import gpu_pools, operators, rrd_crd, rrd_namespace
 from tests.localcluster import LocalCluster, running_cluster
+
+# the operator tests' fixtures, registered for every e2e module
+__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 
 _E2E_DIR = Path(__file__).parent
 

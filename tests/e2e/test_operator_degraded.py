@@ -14,19 +14,14 @@ from tests.e2e.operator_support import (
     apply,
     condition,
     events_of,
-    gpu_pools,
     minimal_spec,
-    operators,
     pods_of,
-    rrd_crd,
     rrd_manifest,
-    rrd_namespace,
     wait_for_state,
 )
 from tests.localcluster import LocalCluster, wait_until
 from tests.localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
 
-__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 NOW = "2026-11-22T10:00:00Z"
 
 

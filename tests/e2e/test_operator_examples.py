@@ -16,18 +16,12 @@ from tests.e2e.operator_support import (
     OperatorProcess,
     apply,
     events_of,
-    gpu_pools,
     gpu_requests,
-    operators,
     pods_of,
     ready_with,
-    rrd_crd,
-    rrd_namespace,
     wait_for_state,
 )
 from tests.localcluster import LocalCluster
-
-__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 
 
 def example(name: str, pool: GpuPool) -> dict[str, Any]:

@@ -12,20 +12,14 @@ from tests.e2e.operator_support import (
     apply,
     condition,
     events_of,
-    gpu_pools,
     minimal_spec,
-    operators,
     pods_of,
     ready_with,
-    rrd_crd,
     rrd_manifest,
-    rrd_namespace,
     wait_for_state,
 )
 from tests.localcluster import LocalCluster, wait_until
 from tests.localcluster.nodes import NODE_POOL_LABEL
-
-__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 
 
 def test_kubectl_scale_changes_the_pod_count(

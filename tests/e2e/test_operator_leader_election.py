@@ -9,18 +9,13 @@ from tests.e2e.operator_support import (
     GpuPool,
     OperatorProcess,
     apply,
-    gpu_pools,
     minimal_spec,
-    operators,
     ready_with,
-    rrd_crd,
     rrd_manifest,
-    rrd_namespace,
     wait_for_state,
 )
 from tests.localcluster import LocalCluster, wait_until
 
-__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 LEASE = "kuberank-operator"
 
 

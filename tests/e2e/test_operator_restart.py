@@ -12,20 +12,14 @@ from tests.e2e.operator_support import (
     OperatorProcess,
     apply,
     events_of,
-    gpu_pools,
     minimal_spec,
-    operators,
     owned_objects,
     pods_of,
     ready_with,
-    rrd_crd,
     rrd_manifest,
-    rrd_namespace,
     wait_for_state,
 )
 from tests.localcluster import LocalCluster, wait_until
-
-__all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
 
 NAMES = [f"ranker-{i}" for i in range(6)]
 
