@@ -94,3 +94,17 @@ true
 {{- define "kuberank.dashboardNamespace" -}}
 {{- default .Release.Namespace .Values.monitoring.grafanaDashboard.namespace }}
 {{- end }}
+
+{{/* Name of the admission rules ConfigMap and of the ValidatingAdmissionPolicy. */}}
+{{- define "kuberank.admissionName" -}}
+{{- printf "%s-admission" (include "kuberank.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Repositories RerankerDeployments may pull from: the admin's list, else the chart's own. */}}
+{{- define "kuberank.allowedImageRepositories" -}}
+{{- if .Values.admission.allowedImageRepositories }}
+{{- join "," .Values.admission.allowedImageRepositories }}
+{{- else }}
+{{- printf "%s/%s" .Values.image.registry .Values.image.repository | trimPrefix "/" }}
+{{- end }}
+{{- end }}
