@@ -1,4 +1,4 @@
-"""Invalid and hostile RerankerDeployments, shared by the API-server e2e and the operator's re-check.
+"""Invalid and hostile RerankerDeployments, shared by the API-server e2e and the operator re-check.
 
 Each case is what a namespace user might submit. `refused_by` says who must stop it:
 - "schema": the CRD's OpenAPI schema and CEL rules (the API server, with or without the chart);

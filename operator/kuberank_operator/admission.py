@@ -124,6 +124,7 @@ def _listed(items: tuple[str, ...], empty: str) -> str:
 def check(spec: Mapping[str, Any], *, namespace: str, policy: AdmissionPolicy) -> list[Refusal]:
     """Every admin rule the spec breaks, in a fixed order; empty when it may be rendered."""
     refusals: list[Refusal] = []
+    tuners = _listed(policy.tuning_namespaces, "no namespace")
     if asks_for_tuning(spec) and namespace not in policy.tuning_namespaces:
         refusals.append(
             Refusal(
@@ -131,7 +132,7 @@ def check(spec: Mapping[str, Any], *, namespace: str, policy: AdmissionPolicy) -
                 "tuning-namespaces",
                 "spec.gpu.powerLimitWatts and spec.gpu.lockedClocks (GPU tuning, which gives the "
                 f"sidecar CAP_SYS_ADMIN) are not allowed in namespace {namespace}: rule "
-                f"tuning-namespaces allows them in {_listed(policy.tuning_namespaces, 'no namespace')}"
+                f"tuning-namespaces allows them in {tuners}"
                 "; ask the cluster admin to add the namespace to the chart value "
                 "admission.tuningNamespaces, or remove the tuning",
             )
