@@ -41,7 +41,14 @@ KEEP = {
 }
 # Checks the Pod API does in Go (validation.go) that its OpenAPI does not carry.
 OPERATORS = {
-    "io.k8s.api.core.v1.NodeSelectorRequirement": ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"],
+    "io.k8s.api.core.v1.NodeSelectorRequirement": [
+        "In",
+        "NotIn",
+        "Exists",
+        "DoesNotExist",
+        "Gt",
+        "Lt",
+    ],
     "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement": [
         "In",
         "NotIn",
@@ -116,7 +123,9 @@ def render(crd_text: str, schema: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--openapi", required=True, help="OpenAPI v3 of api/v1 (a file, or - for stdin)")
+    parser.add_argument(
+        "--openapi", required=True, help="OpenAPI v3 of api/v1 (a file, or - for stdin)"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 if the CRD is not current")
     args = parser.parse_args()
     source = sys.stdin if args.openapi == "-" else open(args.openapi, encoding="utf-8")  # noqa: SIM115
