@@ -17,7 +17,6 @@ import pytest
 from tests.e2e.operator_support import rrd_crd, rrd_manifest
 from tests.hostile_specs import (
     ALLOWED_HOST_PATH,
-    ALLOWED_REPOSITORY,
     CASES,
     TUNING_NAMESPACE_SUFFIX,
     HostileCase,
