@@ -35,10 +35,10 @@ from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from
 from kuberank_operator.oomrestarts import oom_policy
 from kuberank_operator.scaling import scale_policy
 from kuberank_operator.specs import parse_spec
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.cluster import free_ports
-from tests.localcluster.nodes import NODE_POOL_LABEL
-from tests.localcluster.toolchain import prometheus_binary
+from localcluster import LocalCluster, wait_until
+from localcluster.cluster import free_ports
+from localcluster.nodes import NODE_POOL_LABEL
+from localcluster.toolchain import prometheus_binary
 
 log = logging.getLogger(__name__)
 

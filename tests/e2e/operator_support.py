@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.cluster import free_ports
-from tests.localcluster.nodes import NODE_POOL_LABEL
+from localcluster import LocalCluster, wait_until
+from localcluster.cluster import free_ports
+from localcluster.nodes import NODE_POOL_LABEL
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "rerankerdeployments.kuberank.dev.yaml"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from localcluster import LocalCluster
 from tests.e2e.autoscaling_support import (
     INFERENCE_PORT,
     SIDECAR_PORT,
@@ -28,7 +29,6 @@ from tests.e2e.autoscaling_support import (
     reranker,
     wait_for,
 )
-from tests.localcluster import LocalCluster
 
 pytestmark = pytest.mark.prometheus
 

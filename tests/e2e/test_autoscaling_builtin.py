@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from localcluster import LocalCluster
+from localcluster.cluster import wait_until
 from tests.e2e.autoscaling_support import (
     Load,
     Namespace,
@@ -20,8 +22,6 @@ from tests.e2e.autoscaling_support import (
     send_requests,
     wait_for,
 )
-from tests.localcluster import LocalCluster
-from tests.localcluster.cluster import wait_until
 
 NAME = "rr"
 COOLDOWN_S = 20

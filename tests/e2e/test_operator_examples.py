@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from localcluster import LocalCluster
 from tests.e2e.operator_support import (
     EXAMPLES,
     GpuPool,
@@ -21,7 +22,6 @@ from tests.e2e.operator_support import (
     ready_with,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster
 
 
 def example(name: str, pool: GpuPool) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from localcluster import LocalCluster, wait_until
 from tests.e2e.operator_support import (
     GpuPool,
     OperatorProcess,
@@ -14,7 +15,6 @@ from tests.e2e.operator_support import (
     rrd_manifest,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster, wait_until
 
 LEASE = "kuberank-operator"
 

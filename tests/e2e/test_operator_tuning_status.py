@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localcluster import LocalCluster
 from tests.e2e.autoscaling_support import (
     Namespace,
     OperatorProcess,
@@ -19,7 +20,6 @@ from tests.e2e.autoscaling_support import (
     reranker,
     wait_for,
 )
-from tests.localcluster import LocalCluster
 
 WAIT = 60.0
 TUNING_FLAGS = ("--power-limit-watts", "300", "--tuning-assume-exclusive")

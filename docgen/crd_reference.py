@@ -11,7 +11,7 @@ from typing import Any
 Schema = Mapping[str, Any]
 
 HEADER = (
-    "<!-- Generated from {sources} by `python -m tests.docgen crd` (make docs). Do not edit by "
+    "<!-- Generated from {sources} by `python -m docgen crd` (make docs). Do not edit by "
     "hand: edit the CRD's descriptions and regenerate; a test fails when this file is stale. -->"
 )
 

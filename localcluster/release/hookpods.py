@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.release.clusters import Kube
+from localcluster.release.clusters import Kube
 
 Route = tuple[str, int]
 _URL = re.compile(r"(?P<scheme>https?)://(?P<host>[A-Za-z0-9.-]+):(?P<port>\d+)")

@@ -1,4 +1,4 @@
-"""Where each generated document comes from and goes to (the only file I/O of tests.docgen)."""
+"""Where each generated document comes from and goes to (the only file I/O of docgen)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from tests.docgen import chart_values, crd_reference, dashboard
+from docgen import chart_values, crd_reference, dashboard
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO_ROOT / "crds"
 CONFIGURATION_MD = REPO_ROOT / "docs" / "configuration.md"
 CHART_DIR = REPO_ROOT / "charts" / "kuberank"
@@ -58,7 +58,7 @@ def metrics_reference() -> tuple[Path, str]:
     """docs/metrics.md from real scrapes (starts the inference server and the sidecar)."""
     import tempfile
 
-    from tests.docgen import metrics_reference, scraping
+    from docgen import metrics_reference, scraping
 
     with tempfile.TemporaryDirectory(prefix="kuberank-metrics-") as workdir:
         expositions = scraping.scrape_components(Path(workdir))
@@ -71,7 +71,7 @@ RESULTS_MD = REPO_ROOT / "bench" / "RESULTS.md"
 
 def readme_benchmarks() -> tuple[Path, str]:
     """README.md with its benchmark section copied from bench/RESULTS.md's tables."""
-    from tests.docgen import benchmarks
+    from docgen import benchmarks
 
     body = benchmarks.render(RESULTS_MD.read_text() if RESULTS_MD.exists() else "")
     return README_MD, benchmarks.splice(readme=README_MD.read_text(), body=body)

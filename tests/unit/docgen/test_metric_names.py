@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docgen import metric_names as m
+from docgen import metric_names as m
 
 
 @pytest.mark.parametrize(

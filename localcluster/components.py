@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tests.localcluster.certificates import FRONT_PROXY_CLIENT, Pki
-from tests.localcluster.layout import ClusterFiles
-from tests.localcluster.toolchain import Toolchain
+from localcluster.certificates import FRONT_PROXY_CLIENT, Pki
+from localcluster.layout import ClusterFiles
+from localcluster.toolchain import Toolchain
 
 LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"  # allocations only: no kube-proxy, so nothing ever routes there

@@ -1,4 +1,4 @@
-"""`python -m tests.localcluster up|down|status|demo`: the local cluster for people.
+"""`python -m localcluster up|down|status|demo`: the local cluster for people.
 
 The cluster lives in .run/cluster in the repository (KUBERANK_CLUSTER_DIR overrides it) and keeps
 running after `up` returns; `down` stops it and removes the directory.
@@ -15,16 +15,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from tests.localcluster import processes
-from tests.localcluster.cluster import (
+from localcluster import processes
+from localcluster.cluster import (
     LocalCluster,
     read_record,
     recorded_components,
     stop_recorded,
 )
-from tests.localcluster.layout import ClusterFiles
-from tests.localcluster.processes import ComponentFailedError
-from tests.localcluster.toolchain import REPO_ROOT, ToolchainMissingError
+from localcluster.layout import ClusterFiles
+from localcluster.processes import ComponentFailedError
+from localcluster.toolchain import REPO_ROOT, ToolchainMissingError
 
 DEFAULT_STATE_DIR = REPO_ROOT / ".run" / "cluster"
 NODE_COLUMNS = ",".join(
@@ -114,8 +114,8 @@ def demo(state_dir: Path) -> int:
          "-o", f"custom-columns={NODE_COLUMNS}"],
         check=True,
     )  # fmt: skip
-    # The rest of the story (chart, operator, example, a query) is tests/release/demo.py.
-    from tests.release.demo import tell_story
+    # The rest of the story (chart, operator, example, a query) is localcluster/release/demo.py.
+    from localcluster.release.demo import tell_story
 
     return tell_story(state_dir)
 
@@ -126,7 +126,7 @@ def _terminate(signum: int, _frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.localcluster",
+        prog="python -m localcluster",
         description="Run the local Kubernetes control plane with fake GPU nodes "
         "(state in .run/cluster, or $KUBERANK_CLUSTER_DIR).",
     )
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=["up", "down", "status", "demo"],
         help="up: start it and print how to use it; down: stop it and remove its state; "
         "status: is it running; demo: up, then the chart, the example RerankerDeployment and a "
-        "rerank query answered on one of its pods (tests/release/demo.py)",
+        "rerank query answered on one of its pods (localcluster/release/demo.py)",
     )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)

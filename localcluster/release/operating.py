@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.localcluster import processes
-from tests.localcluster.components import ComponentSpec
-from tests.localcluster.processes import Component
-from tests.release.clusters import Kube
-from tests.release.credentials import service_account_kubeconfig
+from localcluster import processes
+from localcluster.components import ComponentSpec
+from localcluster.processes import Component
+from localcluster.release.clusters import Kube
+from localcluster.release.credentials import service_account_kubeconfig
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 90.0

@@ -28,12 +28,12 @@ from typing import Any
 
 import yaml
 
-from tests.localcluster import components, nodes, processes, stages
-from tests.localcluster.certificates import Pki, generate_pki
-from tests.localcluster.kubeconfigs import render_kubeconfig
-from tests.localcluster.layout import ClusterFiles
-from tests.localcluster.processes import Component, ComponentFailedError, PortInUseError
-from tests.localcluster.toolchain import Toolchain, locate
+from localcluster import components, nodes, processes, stages
+from localcluster.certificates import Pki, generate_pki
+from localcluster.kubeconfigs import render_kubeconfig
+from localcluster.layout import ClusterFiles
+from localcluster.processes import Component, ComponentFailedError, PortInUseError
+from localcluster.toolchain import Toolchain, locate
 
 APISERVER_TIMEOUT = 120.0  # a cold apiserver on two busy cores takes 10-40 s
 COMPONENT_TIMEOUT = 90.0

@@ -17,10 +17,10 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from tests.docgen import metric_names
-from tests.localcluster import processes
-from tests.localcluster.cluster import free_ports
-from tests.localcluster.components import ComponentSpec
+from docgen import metric_names
+from localcluster import processes
+from localcluster.cluster import free_ports
+from localcluster.components import ComponentSpec
 
 BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"

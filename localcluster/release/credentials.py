@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.release.clusters import Kube
+from localcluster.release.clusters import Kube
 
 
 def render_token_kubeconfig(

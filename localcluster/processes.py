@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from tests.localcluster.components import ComponentSpec
+from localcluster.components import ComponentSpec
 
 _PR_SET_PDEATHSIG = 1
 LOG_TAIL_LINES = 40

@@ -1,8 +1,8 @@
 """Regenerate (or, with --check, verify) the generated reference documents.
 
-python -m tests.docgen crd            # crds/*.yaml -> docs/configuration.md
-python -m tests.docgen chart-values   # charts/kuberank/values.yaml -> its README's table
-python -m tests.docgen all --check    # exit 1 naming each stale file
+python -m docgen crd            # crds/*.yaml -> docs/configuration.md
+python -m docgen chart-values   # charts/kuberank/values.yaml -> its README's table
+python -m docgen all --check    # exit 1 naming each stale file
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from tests.docgen import sources
+from docgen import sources
 
 TARGETS: dict[str, sources.Generator] = {
     "crd": sources.configuration_reference,
@@ -23,7 +23,7 @@ TARGETS: dict[str, sources.Generator] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.docgen", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m docgen", description=__doc__)
     parser.add_argument("target", choices=[*TARGETS, "all"])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale")
     args = parser.parse_args(argv)
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{relative}: up to date")
         elif args.check:
             stale += 1
-            print(f"{relative}: stale; run `python -m tests.docgen {name}`", file=sys.stderr)
+            print(f"{relative}: stale; run `python -m docgen {name}`", file=sys.stderr)
         else:
             path.write_text(text)
             print(f"{relative}: written")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from tests.localcluster.cluster import ClusterCommandError
-from tests.localcluster.layout import ClusterFiles
+from localcluster.cluster import ClusterCommandError
+from localcluster.layout import ClusterFiles
 
 
 class Kube(Protocol):
@@ -32,7 +32,7 @@ class Kube(Protocol):
 
 @dataclass(frozen=True)
 class RecordedCluster:
-    """The cluster `python -m tests.localcluster up` left running in a state directory."""
+    """The cluster `python -m localcluster up` left running in a state directory."""
 
     files: ClusterFiles
 

@@ -1,6 +1,6 @@
 """`make demo`: the whole story on the local cluster, step by step.
 
-Cluster up (tests.localcluster) → the Helm chart installed → its operator running with the
+Cluster up (localcluster) → the Helm chart installed → its operator running with the
 chart's ServiceAccount → the example RerankerDeployment applied → pods Ready on fake GPUs →
 a real inference server (CPU, packaged MiniLM) and sidecar (fake NVML) on one pod's IP → a
 rerank query answered → `kubectl get rrd`. The processes it starts are recorded with the
@@ -19,13 +19,13 @@ from typing import Any
 
 import yaml
 
-from tests.localcluster import processes
-from tests.localcluster.cluster import read_record, wait_until
-from tests.localcluster.components import ComponentSpec
-from tests.localcluster.layout import ClusterFiles
-from tests.localcluster.processes import Component
-from tests.release.clusters import RecordedCluster
-from tests.release.operating import start_host_operator
+from localcluster import processes
+from localcluster.cluster import read_record, wait_until
+from localcluster.components import ComponentSpec
+from localcluster.layout import ClusterFiles
+from localcluster.processes import Component
+from localcluster.release.clusters import RecordedCluster
+from localcluster.release.operating import start_host_operator
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kuberank"
