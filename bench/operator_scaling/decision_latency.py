@@ -39,15 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import LocalCluster, running_cluster, wait_until
-from tests.e2e.autoscaling_support import (
-    Monitoring,
-    Namespace,
-    OperatorProcess,
-    PodServers,
-    install_crd,
-    operator_rules_yaml,
-    reranker,
-)
+from tests.e2e.autoscaling_support import Namespace, operator_rules_yaml, reranker
+from tests.e2e.monitoring import Monitoring
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.pod_servers import PodServers
+from tests.e2e.rerankers import install_crd
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
@@ -149,7 +145,7 @@ def _path_setup(
         )  # fmt: skip
         operator = OperatorProcess(
             cluster,
-            namespace=ns.name,
+            namespaces=[ns.name],
             log_path=workdir / f"operator-{path}.log",
             builtin=path == "builtin",
             webhook_secret="alert-token",

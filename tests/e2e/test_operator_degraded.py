@@ -10,9 +10,9 @@ from typing import Any
 
 from localcluster import LocalCluster, wait_until
 from localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     GpuPool,
-    OperatorProcess,
     apply,
     condition,
     events_of,

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from localcluster import LocalCluster, wait_until
 from localcluster.nodes import NODE_POOL_LABEL
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     POOL_TAINT,
     GpuPool,
-    OperatorProcess,
     apply,
     condition,
     events_of,

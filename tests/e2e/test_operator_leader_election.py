@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from localcluster import LocalCluster, wait_until
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     GpuPool,
-    OperatorProcess,
     apply,
     minimal_spec,
     ready_with,

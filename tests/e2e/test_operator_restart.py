@@ -8,9 +8,9 @@ from collections import Counter
 from collections.abc import Callable
 
 from localcluster import LocalCluster, wait_until
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     GpuPool,
-    OperatorProcess,
     apply,
     events_of,
     minimal_spec,
