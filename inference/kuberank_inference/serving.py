@@ -28,10 +28,10 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         source = resolve_model(config.model)
         settings = RunnerSettings(
             source=source,
-            task=config.task,  # type: ignore[arg-type]
+            task=config.task,
             device=config.device,
             dtype=config.dtype,
-            attention=config.attention,  # type: ignore[arg-type]
+            attention=config.attention,
             max_input_length=config.max_input_length,
             model_id=config.model_id,
             vram_safety_margin=config.vram_safety_margin,
