@@ -43,7 +43,7 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
 
             return ModelProcess(
                 settings,
-                warm_up_tokens=config.max_batch_tokens,
+                max_batch_tokens=config.max_batch_tokens,
                 batches_in_flight=config.batches_in_flight,
             )
         from kuberank_inference.torchmodel.runner import TorchRunner

@@ -51,7 +51,6 @@ def fake_info(*, padding_free: bool = True, max_input_length: int = 64) -> Model
 class FakeRunner:
     info: ModelInfo = field(default_factory=fake_info)
     oom_above_tokens: int | None = None
-    injected_ooms: int = 0
     fail_with: Exception | None = None
     gate: threading.Event = field(default_factory=threading.Event)
     batches: list[list[str]] = field(default_factory=list)
@@ -82,9 +81,6 @@ class FakeRunner:
         fakes = [s for s in sequences if isinstance(s, FakeSequence)]
         tokens = sum(s.num_tokens for s in fakes)
         self.started.set()
-        if self.injected_ooms > 0:
-            self.injected_ooms -= 1
-            raise DeviceOutOfMemoryError(tokens=tokens, detail="injected")
         if self.oom_above_tokens is not None and tokens > self.oom_above_tokens:
             raise DeviceOutOfMemoryError(tokens=tokens, detail="fake device is full")
         if self.fail_with is not None:
@@ -96,9 +92,6 @@ class FakeRunner:
         self.gate.wait(timeout=30)
         assert isinstance(handle, list)
         return [fake_score(s.text) for s in handle]
-
-    def inject_oom(self, count: int) -> None:
-        self.injected_ooms += count
 
     def device_memory(self) -> DeviceMemory | None:
         return None

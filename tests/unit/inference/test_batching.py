@@ -16,8 +16,9 @@ from kuberank_inference.failures import (
     NotReadyError,
     OverloadedError,
 )
+from kuberank_inference.faults import OomInjection
 from kuberank_inference.metrics import InferenceMetrics
-from tests.unit.inference.fakes import FakeRunner, fake_info, fake_score
+from tests.unit.inference.fakes import FakeRunner, ServableFakeRunner, fake_info, fake_score
 
 
 def settings(**overrides: int) -> EngineSettings:
@@ -161,12 +162,12 @@ async def test_oom_splits_the_batch_and_lowers_the_budget() -> None:
 
 
 async def test_injected_oom_loses_no_request() -> None:
-    runner = FakeRunner()
+    runner = OomInjection(ServableFakeRunner())
     metrics = InferenceMetrics()
     engine = BatchEngine(runner=runner, settings=settings(), metrics=metrics)
     engine.start()
     try:
-        engine.inject_oom(1)
+        runner.inject_oom(1)
         docs = texts(6)
         done = await engine.run(PairsInput("q", docs, False))
         assert done.outputs == [fake_score(t) for t in docs]
