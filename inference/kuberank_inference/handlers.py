@@ -109,6 +109,7 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
         started = time.monotonic()
         if counted:
             state.active_requests += 1
+            state.metrics.requests_in_flight.set(state.active_requests)
             state.idle.clear()
         status = 500
         try:
@@ -121,6 +122,7 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
         finally:
             if counted:
                 state.active_requests -= 1
+                state.metrics.requests_in_flight.set(state.active_requests)
                 if state.active_requests == 0:
                     state.idle.set()
             state.metrics.requests.labels(endpoint, str(status)).inc()

@@ -1,5 +1,6 @@
-"""A fake ModelRunner for engine tests: deterministic outputs, recorded batches, and switches to
-block batches, fail them, or run out of memory above a token count."""
+"""A fake ModelRunner for engine tests: deterministic outputs, recorded batches, events a test can
+wait on (a batch started, the worker reading one back), and switches to block batches, fail them,
+or run out of memory above a token count."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class FakeRunner:
     gate: threading.Event = field(default_factory=threading.Event)
     batches: list[list[str]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
+    reading_back: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -89,6 +91,7 @@ class FakeRunner:
         return fakes
 
     def finish_batch(self, handle: BatchHandle) -> list[Output]:
+        self.reading_back.set()
         self.gate.wait(timeout=30)
         assert isinstance(handle, list)
         return [fake_score(s.text) for s in handle]
