@@ -56,7 +56,7 @@ e2e: deps ## end-to-end tests on the local control plane
 
 GPU_TESTS := $(sort $(wildcard tests/*/*/test_*gpu*.py))
 test-gpu: ## gpu-marked tests, on a machine with an NVIDIA GPU (uses the python that has torch)
-	PYTHONPATH=operator:sidecar:inference:. $(PYTHON) -m pytest -c tests/gpu-pytest.ini \
+	PYTHONPATH=operator:sidecar:inference:.$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m pytest -c tests/gpu-pytest.ini \
 	  --rootdir=. -m gpu $(PYTEST_ARGS) $(GPU_TESTS)
 
 demo: deps ## the main job on the embedded default: local cluster with fake GPU nodes, and more
