@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
-from kuberank_operator.config import OperatorConfig
+from kuberank_operator.settings import OperatorConfig
 
 T = TypeVar("T")
 ENV_PREFIX = "KUBERANK_"
@@ -298,8 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # kopf's login reads $KUBECONFIG; both API clients then use the same credentials.
         os.environ["KUBECONFIG"] = config.kubeconfig
     # Imported late: --help and bad flags answer without loading kopf and the kubernetes client.
-    from kuberank_operator import main as handlers
-    from kuberank_operator import running
+    from kuberank_operator import handlers, running
 
     running.run(config, registry=handlers.registry)
     return 0

@@ -21,17 +21,21 @@ from typing import Any
 
 import kopf
 
-from kuberank_operator import naming
-from kuberank_operator.config import OperatorConfig
-from kuberank_operator.electing import ElectionOptions, Elector
-from kuberank_operator.indexes import World
-from kuberank_operator.kubeapi import KubeApi
-from kuberank_operator.metrics import REGISTRY, QueueCollector, StateCollector
-from kuberank_operator.reconciling import Controller, ControllerOptions
-from kuberank_operator.rendering import RenderOptions
-from kuberank_operator.responders import start_responders, stop_responders
-from kuberank_operator.serving import OpsServer
-from kuberank_operator.tuningwatch import TuningWatch
+from kuberank_operator.autoscaling.responders import (
+    ResponderOptions,
+    start_responders,
+    stop_responders,
+)
+from kuberank_operator.cluster.electing import ElectionOptions, Elector
+from kuberank_operator.cluster.kubeapi import KubeApi
+from kuberank_operator.model import naming
+from kuberank_operator.model.indexes import World
+from kuberank_operator.reconcile.controller import Controller, ControllerOptions
+from kuberank_operator.reconcile.tuningwatch import TuningWatch
+from kuberank_operator.rendering.children import RenderOptions
+from kuberank_operator.settings import OperatorConfig
+from kuberank_operator.telemetry.metrics import REGISTRY, QueueCollector, StateCollector
+from kuberank_operator.telemetry.serving import OpsServer
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +147,19 @@ async def lead(runtime: Runtime) -> None:
     runtime.controller.start()
     if runtime.tuning is not None:
         await runtime.tuning.start()
+    config = runtime.config
     runtime.responders = await start_responders(
-        config=runtime.config, api=runtime.api, world=runtime.world
+        config=ResponderOptions(
+            builtin_evaluator=config.builtin_evaluator,
+            alert_webhook=config.alert_webhook,
+            alert_webhook_host=config.alert_webhook_host,
+            alert_webhook_port=config.alert_webhook_port,
+            alert_webhook_token_secret=config.alert_webhook_token_secret,
+            alert_webhook_token_key=config.alert_webhook_token_key,
+            runbook_base_url=config.runbook_base_url,
+        ),
+        api=runtime.api,
+        world=runtime.world,
     )
 
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.alertwebhook import AlertRequest
-from kuberank_operator.autoscaler import Autoscaler, AutoscalerOptions
-from kuberank_operator.indexes import POD_INDEX, RRD_INDEX, Key, World
-from kuberank_operator.monitoringobjects import MonitoringSync
-from kuberank_operator.naming import Owner
-from kuberank_operator.observations import PodSummary
+from kuberank_operator.autoscaling.alertwebhook import AlertRequest
+from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
+from kuberank_operator.autoscaling.monitoring import MonitoringSync
+from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, Key, World
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.observations import PodSummary
 
 KEY: Key = ("search", "bge")
 IPS = ("127.0.2.1", "127.0.2.2")

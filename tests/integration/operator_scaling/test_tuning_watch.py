@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.indexes import POD_INDEX, RRD_INDEX, Key, World
-from kuberank_operator.observations import PodSummary
-from kuberank_operator.signals import PodTuning
-from kuberank_operator.tuningwatch import TuningWatch, TuningWatchOptions
+from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, Key, World
+from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.signals import PodTuning
+from kuberank_operator.reconcile.tuningwatch import TuningWatch, TuningWatchOptions
 
 TUNED: Key = ("search", "tuned")
 PLAIN: Key = ("search", "plain")

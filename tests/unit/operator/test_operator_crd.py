@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kuberank_operator import naming
-from kuberank_operator.specs import parse_spec
+from kuberank_operator.model import naming
+from kuberank_operator.model.specs import parse_spec
 from tests.unit.operator.conftest import (
     EXAMPLES_DIR,
     apply_defaults,

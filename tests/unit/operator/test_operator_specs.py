@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from kuberank_operator.specs import ImageSpec, SpecError, parse_spec
+from kuberank_operator.model.specs import ImageSpec, SpecError, parse_spec
 from tests.unit.operator.conftest import minimal_spec
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kuberank_operator import naming
-from kuberank_operator.alertrules import (
+from kuberank_operator.model import naming
+from kuberank_operator.rendering.alertrules import (
     ACTION_LABEL,
     ALERT_NAMES,
     DEFAULT_THRESHOLDS,
@@ -50,7 +50,8 @@ FAST = AlertThresholds(
 def test_committed_rules_file_is_the_rendered_one() -> None:
     assert RULES_FILE.read_text() == render_rules_file(), (
         "deploy/prometheus/kuberank-rules.yaml is stale: run "
-        "`.venv/bin/python -m kuberank_operator.alertrules > deploy/prometheus/kuberank-rules.yaml`"
+        "`.venv/bin/python -m kuberank_operator.rendering.alertrules"
+        " > deploy/prometheus/kuberank-rules.yaml`"
         " and `hack/sync-chart-files.sh`"
     )
 

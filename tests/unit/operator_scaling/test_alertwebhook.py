@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from kuberank_operator.alertwebhook import (
+from kuberank_operator.autoscaling.alertwebhook import (
     AlertRequest,
     PayloadError,
     TokenSource,

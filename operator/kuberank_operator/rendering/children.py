@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kuberank_operator import naming
-from kuberank_operator.naming import Owner
-from kuberank_operator.specs import ModelSource, RerankerSpec
+from kuberank_operator.model import naming
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.specs import ModelSource, RerankerSpec
 
 HANDSHAKE_VOLUME = "device-handshake"
 MODELS_VOLUME = "models"

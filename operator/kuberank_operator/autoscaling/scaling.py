@@ -20,66 +20,13 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from kuberank_operator.signals import FleetSignals
-from kuberank_operator.specs import AutoscalingSpec
+from kuberank_operator.model.policies import ScalePolicy
+from kuberank_operator.model.signals import FleetSignals
 
 Direction = Literal["up", "down"]
 
 # How far one scale-up may go: at most double the replicas in one step, as the HPA does.
 MAX_SCALE_UP_FACTOR = 2
-
-
-class PolicyError(ValueError):
-    """spec.autoscaling cannot be used; the message names the field, the limit and the fix."""
-
-
-@dataclass(frozen=True)
-class ScalePolicy:
-    """spec.autoscaling of one RerankerDeployment, validated."""
-
-    mode: Literal["builtin", "external", "off"]
-    min_replicas: int
-    max_replicas: int
-    cooldown_s: float
-    up_queue_depth: float
-    up_p99_latency_ms: float
-    up_gpu_utilization: float
-    up_for_s: float
-    down_gpu_utilization: float
-    down_for_s: float
-
-    @property
-    def scales(self) -> bool:
-        """Whether the operator changes replicas itself (only in builtin mode)."""
-        return self.mode == "builtin"
-
-
-def scale_policy(autoscaling: AutoscalingSpec) -> ScalePolicy:
-    """The policy of spec.autoscaling; re-checks what the CRD's CEL rules also reject."""
-    if autoscaling.min_replicas > autoscaling.max_replicas:
-        raise PolicyError(
-            f"spec.autoscaling.minReplicas ({autoscaling.min_replicas}) is above maxReplicas "
-            f"({autoscaling.max_replicas}); set minReplicas <= maxReplicas"
-        )
-    up, down = autoscaling.scale_up, autoscaling.scale_down
-    if down.gpu_utilization >= up.gpu_utilization:
-        raise PolicyError(
-            f"spec.autoscaling.scaleDown.gpuUtilization ({down.gpu_utilization}) must be below "
-            f"scaleUp.gpuUtilization ({up.gpu_utilization}), or replicas would flap; lower the "
-            "scale-down threshold"
-        )
-    return ScalePolicy(
-        mode=autoscaling.mode,
-        min_replicas=autoscaling.min_replicas,
-        max_replicas=autoscaling.max_replicas,
-        cooldown_s=float(autoscaling.cooldown_seconds),
-        up_queue_depth=float(up.queue_depth),
-        up_p99_latency_ms=float(up.p99_latency_ms),
-        up_gpu_utilization=float(up.gpu_utilization),
-        up_for_s=float(up.for_seconds),
-        down_gpu_utilization=float(down.gpu_utilization),
-        down_for_s=float(down.for_seconds),
-    )
 
 
 @dataclass(frozen=True)

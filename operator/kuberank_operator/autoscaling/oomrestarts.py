@@ -15,55 +15,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from kuberank_operator.specs import OomSpec
+from kuberank_operator.model.policies import CRITICAL_XIDS, OomPolicy
 
 RestartKind = Literal["xid", "oom-killed", "cuda-oom"]
 
-DEFAULT_STUCK_SECONDS = 120.0
 HOUR_S = 3600.0
 
-# XIDs after which the GPU needs a reset or a new process (NVIDIA's XID catalogue): double-bit
-# ECC (48), GSP/PMU faults (61, 62, 119, 120), row-remap failure (64), NVLink (74), fallen off
-# the bus (79), contained/uncontained ECC (94, 95).
-CRITICAL_XIDS: frozenset[int] = frozenset({48, 61, 62, 64, 74, 79, 94, 95, 119, 120})
-
 _SEVERITY: dict[RestartKind, int] = {"xid": 0, "oom-killed": 1, "cuda-oom": 2}
-
-
-class OomPolicyError(ValueError):
-    """A spec field cannot be used; the message names the field, the limit and the fix."""
-
-
-@dataclass(frozen=True)
-class OomPolicy:
-    """spec.oom of one RerankerDeployment, validated."""
-
-    max_events: int
-    window_s: float
-    max_restarts_per_hour: int
-    stuck_s: float
-
-
-def oom_policy(oom: OomSpec, *, stuck_s: float = DEFAULT_STUCK_SECONDS) -> OomPolicy:
-    """The policy of spec.oom."""
-    return OomPolicy(
-        max_events=oom.max_events,
-        window_s=float(oom.window_seconds),
-        max_restarts_per_hour=oom.max_restarts_per_hour,
-        stuck_s=stuck_s,
-    )
-
-
-def max_unavailable(value: int | str, *, replicas: int) -> int:
-    """A PodDisruptionBudget's maxUnavailable (count or "N%", rounded up) as a pod count."""
-    if isinstance(value, int):
-        return max(0, value)
-    text = value.strip()
-    if not text.endswith("%") or not text[:-1].isdigit():
-        raise OomPolicyError(
-            f"spec.rollout.maxUnavailable is {value!r}; use a count or a percentage like 25%"
-        )
-    return -(-replicas * int(text[:-1]) // 100)
 
 
 @dataclass(frozen=True)

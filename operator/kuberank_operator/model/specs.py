@@ -15,6 +15,11 @@ SourceKind = Literal["pvc", "hostPath", "image"]
 AutoscalingMode = Literal["builtin", "external", "off"]
 
 
+# How long a pod may stay stuck after a critical XID before it is restarted: operator-wide, not
+# a spec field; the builtin evaluator and the alert rules both use it.
+STUCK_SECONDS = 120.0
+
+
 class SpecError(ValueError):
     """A spec the operator cannot act on; the message names the field and the fix."""
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kuberank_operator.observations import NodeSummary, PodSummary
+from kuberank_operator.model.observations import NodeSummary, PodSummary
 
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 

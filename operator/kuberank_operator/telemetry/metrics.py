@@ -38,6 +38,40 @@ EVENTS = Counter(
     registry=REGISTRY,
 )
 
+SCALE_DECISIONS = Counter(
+    "kuberank_operator_scale_decisions_total",
+    "Replica changes written through the scale subresource, by direction (up, down) and "
+    "source (builtin: the operator's own evaluator; alert: an Alertmanager webhook).",
+    ["direction", "source"],
+    registry=REGISTRY,
+)
+POD_RESTARTS = Counter(
+    "kuberank_operator_pod_restarts_total",
+    "Inference pods deleted for a restart, by kind (cuda-oom, oom-killed, xid) and source.",
+    ["kind", "source"],
+    registry=REGISTRY,
+)
+RESTARTS_HELD = Counter(
+    "kuberank_operator_restarts_held_back_total",
+    "Wanted restarts not done, by cause (rate-limit: spec.oom.maxRestartsPerHour; budget: the "
+    "disruption budget).",
+    ["cause"],
+    registry=REGISTRY,
+)
+EVALUATIONS = Histogram(
+    "kuberank_operator_evaluation_duration_seconds",
+    "One builtin evaluation of one RerankerDeployment: scraping its pods, deciding, acting.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+ALERTS = Counter(
+    "kuberank_operator_alerts_total",
+    "Firing kuberank alerts received on the Alertmanager webhook, by action and outcome "
+    "(acted, unchanged, ignored).",
+    ["action", "outcome"],
+    registry=REGISTRY,
+)
+
 
 class QueueCollector(Collector):
     """Work-queue gauges read at scrape time."""

@@ -10,17 +10,29 @@ from typing import Any
 
 from aiohttp import web
 
-from kuberank_operator.alertrules import http_sd_groups
-from kuberank_operator.alertwebhook import TokenSource, build_app, start_server
-from kuberank_operator.autoscaler import Autoscaler, AutoscalerOptions
-from kuberank_operator.config import OperatorConfig
-from kuberank_operator.evaluator import scraped_pods
-from kuberank_operator.indexes import World
-from kuberank_operator.kubeapi import KubeApi
-from kuberank_operator.monitoringobjects import MonitoringSync
-from kuberank_operator.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
+from kuberank_operator.autoscaling.alertwebhook import TokenSource, build_app, start_server
+from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
+from kuberank_operator.autoscaling.monitoring import MonitoringSync
+from kuberank_operator.cluster.kubeapi import KubeApi
+from kuberank_operator.model.indexes import World
+from kuberank_operator.model.observations import scraped_pods
+from kuberank_operator.model.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
+from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL, http_sd_groups
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResponderOptions:
+    """The operator-wide settings the responders read (from the command line)."""
+
+    builtin_evaluator: bool = True
+    alert_webhook: bool = False
+    alert_webhook_host: str = "0.0.0.0"
+    alert_webhook_port: int = 8443
+    alert_webhook_token_secret: str = ""
+    alert_webhook_token_key: str = "token"
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
 
 
 @dataclass
@@ -41,7 +53,7 @@ def secret_ref(value: str) -> tuple[str, str]:
     return namespace, name
 
 
-async def start_responders(*, config: OperatorConfig, api: KubeApi, world: World) -> Responders:
+async def start_responders(*, config: ResponderOptions, api: KubeApi, world: World) -> Responders:
     autoscaler = Autoscaler(
         api=api,
         world=world,

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kuberank_operator import leases
-from kuberank_operator.kubeapi import ApiError, KubeApi
+from kuberank_operator.cluster import leases
+from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,9 @@ from typing import Any
 
 import kopf
 
-from kuberank_operator import indexes, naming, running
-from kuberank_operator.observations import summarize_node
+from kuberank_operator import running
+from kuberank_operator.model import indexes, naming
+from kuberank_operator.model.observations import summarize_node
 
 registry = kopf.OperatorRegistry()
 RRD = (naming.GROUP, naming.VERSION, naming.PLURAL)

@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kuberank_operator import naming
-from kuberank_operator.observations import ChildSummary
+from kuberank_operator.model import naming
+from kuberank_operator.model.observations import ChildSummary
 
 # After applying an object, the watch may lag: the index shows the old object for a moment.
 SETTLE_SECONDS = 15.0

@@ -23,7 +23,12 @@ from typing import Any, Literal, Protocol
 
 from aiohttp import web
 
-from kuberank_operator.alertrules import ACTION_LABEL, CR_LABEL, NAMESPACE_LABEL, POD_LABEL
+from kuberank_operator.rendering.alertrules import (
+    ACTION_LABEL,
+    CR_LABEL,
+    NAMESPACE_LABEL,
+    POD_LABEL,
+)
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ so memory stays small with many pods and nodes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kuberank_operator import naming
+from kuberank_operator.model import naming
 
 GPU_RESOURCE_PREFIX = "nvidia.com/"
 # Waiting reasons that mean the image cannot be pulled.
@@ -303,3 +303,8 @@ def summarize_child(body: Mapping[str, Any]) -> ChildSummary | None:
         progress_deadline_exceeded=deadline,
         replica_failure=failure,
     )
+
+
+def scraped_pods(pods: Iterable[PodSummary]) -> list[PodSummary]:
+    """The pods worth scraping: running, with an IP, not on their way out."""
+    return [p for p in pods if p.ip and not p.deleting and p.phase == "Running"]

@@ -13,19 +13,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from kuberank_operator import naming
-from kuberank_operator.alertrules import (
+from kuberank_operator.model import naming
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.policies import OomPolicy, ScalePolicy
+from kuberank_operator.model.specs import RerankerSpec
+from kuberank_operator.rendering.alertrules import (
     DEFAULT_RUNBOOK_BASE_URL,
     PROMETHEUS_RULE_API,
     render_pod_monitor,
     render_prometheus_rule,
     thresholds_from_policies,
 )
-from kuberank_operator.naming import Owner
-from kuberank_operator.oomrestarts import OomPolicy
-from kuberank_operator.rendering import content_hash
-from kuberank_operator.scaling import ScalePolicy
-from kuberank_operator.specs import RerankerSpec
+from kuberank_operator.rendering.children import content_hash
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from kuberank_operator.evaluator import scraped_pods
-from kuberank_operator.indexes import Key, World
-from kuberank_operator.scraping import PodTarget, new_session, scrape_tuning
-from kuberank_operator.signals import SIDECAR_METRICS_PORT, PodTuning
-from kuberank_operator.specs import SpecError, parse_spec
+from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_tuning
+from kuberank_operator.model.indexes import Key, World
+from kuberank_operator.model.observations import scraped_pods
+from kuberank_operator.model.signals import SIDECAR_METRICS_PORT, PodTuning
+from kuberank_operator.model.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kuberank_operator.observations import PodSummary
-from kuberank_operator.oomrestarts import (
-    OomPolicy,
+from kuberank_operator.autoscaling.oomrestarts import (
     PodHealth,
     RestartPlan,
     plan_restarts,
@@ -21,8 +19,10 @@ from kuberank_operator.oomrestarts import (
     restarts_in_last_hour,
     update_stuck_since,
 )
-from kuberank_operator.scaling import ScaleDecision, ScaleMemory, ScalePolicy, plan_scale
-from kuberank_operator.signals import (
+from kuberank_operator.autoscaling.scaling import ScaleDecision, ScaleMemory, plan_scale
+from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.policies import OomPolicy, ScalePolicy
+from kuberank_operator.model.signals import (
     FleetSignals,
     PodScrape,
     PodSignals,
@@ -50,11 +50,6 @@ def latency_window(interval_s: float) -> float:
 def _oom_killed_at(pod: PodSummary) -> float | None:
     times = [p.at for p in pod.problems if p.reason == "OOMKilled" and p.at is not None]
     return max(times) if times else None
-
-
-def scraped_pods(pods: Iterable[PodSummary]) -> list[PodSummary]:
-    """The pods worth scraping: running, with an IP, not on their way out."""
-    return [p for p in pods if p.ip and not p.deleting and p.phase == "Running"]
 
 
 def _progressed(history: Sequence[PodScrape]) -> bool | None:

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kuberank_operator import naming
-from kuberank_operator.capacity import Capacity
-from kuberank_operator.observations import ChildSummary, ContainerProblem, PodSummary
-from kuberank_operator.signals import PodTuning
-from kuberank_operator.specs import RerankerSpec
+from kuberank_operator.model import naming
+from kuberank_operator.model.observations import ChildSummary, ContainerProblem, PodSummary
+from kuberank_operator.model.signals import PodTuning
+from kuberank_operator.model.specs import RerankerSpec
+from kuberank_operator.reconcile.capacity import Capacity
 
 READY = "Ready"
 PROGRESSING = "Progressing"

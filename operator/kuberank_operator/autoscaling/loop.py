@@ -24,76 +24,42 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
-from prometheus_client import Counter, Histogram
 
-from kuberank_operator import metrics
-from kuberank_operator.alertwebhook import AlertRequest
-from kuberank_operator.evaluator import DeploymentEvaluator, Evaluation, scraped_pods
-from kuberank_operator.indexes import Key, World
-from kuberank_operator.kubeapi import ApiError
-from kuberank_operator.monitoringobjects import MonitoringSync
-from kuberank_operator.naming import Owner
-from kuberank_operator.observations import PodSummary, parse_time
-from kuberank_operator.oomrestarts import (
-    OomPolicy,
-    OomPolicyError,
+from kuberank_operator.autoscaling.alertwebhook import AlertRequest
+from kuberank_operator.autoscaling.evaluator import DeploymentEvaluator, Evaluation
+from kuberank_operator.autoscaling.monitoring import MonitoringSync
+from kuberank_operator.autoscaling.oomrestarts import (
     PodHealth,
     RestartDecision,
     RestartPlan,
-    max_unavailable,
-    oom_policy,
     plan_restarts,
     restarts_in_last_hour,
 )
-from kuberank_operator.scaling import (
+from kuberank_operator.autoscaling.scaling import (
     Direction,
-    PolicyError,
     ScaleDecision,
     ScaleMemory,
-    ScalePolicy,
-    scale_policy,
     step_for_alert,
 )
-from kuberank_operator.scraping import PodTarget, new_session, scrape_pods
-from kuberank_operator.signals import FleetSignals
-from kuberank_operator.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.cluster.kubeapi import ApiError
+from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_pods
+from kuberank_operator.model.indexes import Key, World
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.observations import PodSummary, parse_time, scraped_pods
+from kuberank_operator.model.policies import (
+    OomPolicy,
+    OomPolicyError,
+    PolicyError,
+    ScalePolicy,
+    max_unavailable,
+    oom_policy,
+    scale_policy,
+)
+from kuberank_operator.model.signals import FleetSignals
+from kuberank_operator.model.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.telemetry import metrics
 
 logger = logging.getLogger(__name__)
-
-SCALE_DECISIONS = Counter(
-    "kuberank_operator_scale_decisions_total",
-    "Replica changes written through the scale subresource, by direction (up, down) and "
-    "source (builtin: the operator's own evaluator; alert: an Alertmanager webhook).",
-    ["direction", "source"],
-    registry=metrics.REGISTRY,
-)
-POD_RESTARTS = Counter(
-    "kuberank_operator_pod_restarts_total",
-    "Inference pods deleted for a restart, by kind (cuda-oom, oom-killed, xid) and source.",
-    ["kind", "source"],
-    registry=metrics.REGISTRY,
-)
-RESTARTS_HELD = Counter(
-    "kuberank_operator_restarts_held_back_total",
-    "Wanted restarts not done, by cause (rate-limit: spec.oom.maxRestartsPerHour; budget: the "
-    "disruption budget).",
-    ["cause"],
-    registry=metrics.REGISTRY,
-)
-EVALUATIONS = Histogram(
-    "kuberank_operator_evaluation_duration_seconds",
-    "One builtin evaluation of one RerankerDeployment: scraping its pods, deciding, acting.",
-    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-    registry=metrics.REGISTRY,
-)
-ALERTS = Counter(
-    "kuberank_operator_alerts_total",
-    "Firing kuberank alerts received on the Alertmanager webhook, by action and outcome "
-    "(acted, unchanged, ignored).",
-    ["action", "outcome"],
-    registry=metrics.REGISTRY,
-)
-
 
 # How status and Events name who decided.
 SOURCE_NAMES = {"builtin": "builtin evaluator", "alert": "Alertmanager webhook"}
@@ -359,7 +325,7 @@ class Autoscaler:
             if evaluation.scale is not None:
                 await self._scale(resource, state, evaluation.scale, source="builtin")
             await self._restarts(resource, state, evaluation, source="builtin")
-        EVALUATIONS.observe(self._clock() - started)
+        metrics.EVALUATIONS.observe(self._clock() - started)
         return interval
 
     @staticmethod
@@ -423,7 +389,7 @@ class Autoscaler:
             )
             return False
         now = self._clock()
-        SCALE_DECISIONS.labels(decision.direction, source).inc()
+        metrics.SCALE_DECISIONS.labels(decision.direction, source).inc()
         reason = f"{decision.reason} ({SOURCE_NAMES[source]})"
         logger.info(
             "%s/%s: scaled %d -> %d: %s",
@@ -467,7 +433,7 @@ class Autoscaler:
             if (decision.pod, cause) in state.held_reported:
                 continue
             state.held_reported.add((decision.pod, cause))
-            RESTARTS_HELD.labels(cause).inc()
+            metrics.RESTARTS_HELD.labels(cause).inc()
             logger.warning(
                 "%s/%s: not restarting pod %s (%s): %s",
                 *resource.key,
@@ -494,7 +460,7 @@ class Autoscaler:
             return f"pod {decision.pod} already gone"
         now = self._clock()
         state.restart_times = restarts_in_last_hour([*state.restart_times, now], now=now)
-        POD_RESTARTS.labels(decision.kind, source).inc()
+        metrics.POD_RESTARTS.labels(decision.kind, source).inc()
         previous = resource.status.get("oom") or {}
         total = max(int(previous.get("restarts") or 0), state.restarts_written) + 1
         state.restarts_written = total
@@ -529,10 +495,10 @@ class Autoscaler:
         key = (alert.namespace, alert.name)
         resource = self._resource(key)
         if isinstance(resource, str):
-            ALERTS.labels(alert.action, "ignored").inc()
+            metrics.ALERTS.labels(alert.action, "ignored").inc()
             return f"ignored: {resource} {alert.namespace}/{alert.name}"
         if not resource.spec.monitoring.alert_webhook:
-            ALERTS.labels(alert.action, "ignored").inc()
+            metrics.ALERTS.labels(alert.action, "ignored").inc()
             return "ignored: spec.monitoring.alertWebhook is false"
         state = self._state(key)
         async with state.lock:
@@ -541,7 +507,7 @@ class Autoscaler:
                 outcome = await self._act_scale(resource, state, alert)
             else:
                 outcome = await self._act_restart(resource, state, alert)
-        ALERTS.labels(alert.action, outcome.split(":")[0].split(" ")[0]).inc()
+        metrics.ALERTS.labels(alert.action, outcome.split(":")[0].split(" ")[0]).inc()
         return outcome
 
     async def _act_scale(self, resource: _Resource, state: _State, alert: AlertRequest) -> str:

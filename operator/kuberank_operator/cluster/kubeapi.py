@@ -25,8 +25,8 @@ from typing import Any
 import kubernetes.client
 import kubernetes.config
 
-from kuberank_operator import naming
-from kuberank_operator.naming import Owner
+from kuberank_operator.model import naming
+from kuberank_operator.model.naming import Owner
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kuberank_operator import naming
-from kuberank_operator.observations import (
+from kuberank_operator.model import naming
+from kuberank_operator.model.observations import (
     ChildSummary,
     NodeSummary,
     PodSummary,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from kuberank_operator.signals import (
+from kuberank_operator.model.signals import (
     INFERENCE_METRICS_PORT,
     SIDECAR_METRICS_PORT,
     MetricsFormatError,

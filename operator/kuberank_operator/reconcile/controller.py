@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kuberank_operator import metrics, planning, statuses
-from kuberank_operator.capacity import count_capacity
-from kuberank_operator.indexes import Key, World
-from kuberank_operator.kubeapi import ApiError, KubeApi
-from kuberank_operator.naming import Owner
-from kuberank_operator.rendering import RenderOptions, render_children
-from kuberank_operator.signals import PodTuning
-from kuberank_operator.specs import RerankerSpec, SpecError, parse_spec
-from kuberank_operator.workqueue import QueueClosedError, WorkQueue
+from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
+from kuberank_operator.model.indexes import Key, World
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.signals import PodTuning
+from kuberank_operator.model.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.reconcile import planning, statuses
+from kuberank_operator.reconcile.capacity import count_capacity
+from kuberank_operator.reconcile.workqueue import QueueClosedError, WorkQueue
+from kuberank_operator.rendering.children import RenderOptions, render_children
+from kuberank_operator.telemetry import metrics
 
 logger = logging.getLogger(__name__)
 
