@@ -18,6 +18,7 @@ import kopf
 
 from kuberank_operator import running
 from kuberank_operator.model import indexes, naming
+from kuberank_operator.model.indexes import Index
 from kuberank_operator.model.observations import summarize_node
 
 registry = kopf.OperatorRegistry()
@@ -49,32 +50,32 @@ async def cleanup(memo: Any, **_: Any) -> None:
     await running.stop(runtime=_runtime(memo))
 
 
-@kopf.index(*RRD, registry=registry)
+@kopf.index(*RRD, id=Index.RRD.value, registry=registry)
 async def rrd_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.rrd_entry(body)
 
 
-@kopf.index("apps", "v1", "deployments", registry=registry)
+@kopf.index("apps", "v1", "deployments", id=Index.DEPLOYMENT.value, registry=registry)
 async def deployment_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
-@kopf.index("v1", "services", registry=registry)
+@kopf.index("v1", "services", id=Index.SERVICE.value, registry=registry)
 async def service_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
-@kopf.index("policy", "v1", "poddisruptionbudgets", registry=registry)
+@kopf.index("policy", "v1", "poddisruptionbudgets", id=Index.PDB.value, registry=registry)
 async def pdb_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.child_entry(body)
 
 
-@kopf.index("v1", "pods", registry=registry)
+@kopf.index("v1", "pods", id=Index.POD.value, registry=registry)
 async def pod_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.pod_entries(body)
 
 
-@kopf.index("v1", "nodes", registry=registry)
+@kopf.index("v1", "nodes", id=Index.NODE.value, registry=registry)
 async def node_index(body: kopf.Body, **_: Any) -> Any:
     return indexes.node_entry(body)
 

@@ -26,10 +26,11 @@ from kuberank_operator.autoscaling.responders import (
     start_responders,
     stop_responders,
 )
+from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.electing import ElectionOptions, Elector
 from kuberank_operator.cluster.kubeapi import KubeApi
 from kuberank_operator.model import naming
-from kuberank_operator.model.indexes import World
+from kuberank_operator.model.indexes import World, require_indexes
 from kuberank_operator.reconcile.controller import Controller, ControllerOptions
 from kuberank_operator.reconcile.tuningwatch import TuningWatch
 from kuberank_operator.rendering.children import RenderOptions
@@ -51,6 +52,7 @@ class Runtime:
     config: OperatorConfig
     ready: threading.Event
     api: KubeApi | None = None
+    actuator: Actuator | None = None
     controller: Controller | None = None
     server: OpsServer | None = None
     collectors: tuple[Any, ...] = ()
@@ -75,9 +77,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 def state_counts(world: World) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for key in world.rrd_keys():
-        body = world.rrd(key)
-        if body is not None:
-            counts[str((body.get("status") or {}).get("state") or "Unknown")] += 1
+        view = world.rrd(key)
+        if view is not None:
+            counts[str(view.status.get("state") or "Unknown")] += 1
     return dict(counts)
 
 
@@ -86,12 +88,14 @@ async def start(
 ) -> None:
     config = runtime.config
     configure_kopf(settings, config)
+    require_indexes(indices)
     world = runtime.world = World(indices)
     runtime.api = KubeApi.from_environment(kubeconfig=config.kubeconfig, threads=config.api_threads)
+    actuator = runtime.actuator = Actuator(runtime.api)
     # Tuning results change without any Kubernetes event: the watch enqueues the resource.
     runtime.tuning = TuningWatch(world=world, on_change=lambda key: controller.enqueue(key))
     controller = Controller(
-        api=runtime.api,
+        actuator=actuator,
         world=world,
         tuning_states=runtime.tuning.states,
         options=ControllerOptions(
@@ -127,6 +131,7 @@ async def start(
         return
     runtime.elector = Elector(
         api=runtime.api,
+        actuator=actuator,
         options=ElectionOptions(
             namespace=config.leader_election_namespace,
             name=config.leader_election_lease,
@@ -143,6 +148,7 @@ async def lead(runtime: Runtime) -> None:
     """This replica acts: reconcile workers, then the autoscaler and webhook (issue 6)."""
     assert runtime.controller is not None
     assert runtime.api is not None
+    assert runtime.actuator is not None
     assert runtime.world is not None
     runtime.controller.start()
     if runtime.tuning is not None:
@@ -159,6 +165,7 @@ async def lead(runtime: Runtime) -> None:
             runbook_base_url=config.runbook_base_url,
         ),
         api=runtime.api,
+        actuator=runtime.actuator,
         world=runtime.world,
     )
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Literal, Protocol
 
 from aiohttp import web
@@ -107,10 +108,28 @@ def parse_payload(payload: Any) -> list[AlertRequest]:
     return requests
 
 
-class AlertActions(Protocol):
-    """Carries out one firing alert; returns what happened, in words, for the response."""
+class AlertResult(StrEnum):
+    """What became of one alert (the `outcome` label of kuberank_operator_alerts_total)."""
 
-    async def act(self, alert: AlertRequest) -> str: ...
+    ACTED = "acted"
+    UNCHANGED = "unchanged"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    result: AlertResult
+    detail: str
+
+    def __str__(self) -> str:
+        """As the webhook's response says it: "acted: scaled 1 -> 2"."""
+        return f"{self.result.value}: {self.detail}"
+
+
+class AlertActions(Protocol):
+    """Carries out one firing alert; returns what became of it."""
+
+    async def act(self, alert: AlertRequest) -> AlertOutcome: ...
 
 
 class TokenSource:
@@ -212,7 +231,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
     results: list[dict[str, str]] = []
     for alert in alerts:
         if alert.status == "resolved" or alert.action == "none":
-            outcome = f"ignored: {alert.status} {alert.action}"
+            outcome = AlertOutcome(AlertResult.IGNORED, f"{alert.status} {alert.action}")
         else:
             outcome = await actions.act(alert)
         log.info(
@@ -224,7 +243,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
             f" pod {alert.pod}" if alert.pod else "",
             outcome,
         )
-        results.append({"alertname": alert.alertname, "outcome": outcome})
+        results.append({"alertname": alert.alertname, "outcome": str(outcome)})
     return web.json_response({"results": results})
 
 

@@ -10,79 +10,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from kuberank_operator.model import naming
+from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.outcomes import Refused
 from kuberank_operator.model.naming import Owner
-from kuberank_operator.model.policies import OomPolicy, ScalePolicy
+from kuberank_operator.model.resources import Policies
 from kuberank_operator.model.specs import RerankerSpec
-from kuberank_operator.rendering.alertrules import (
-    DEFAULT_RUNBOOK_BASE_URL,
-    PROMETHEUS_RULE_API,
-    render_pod_monitor,
-    render_prometheus_rule,
-    thresholds_from_policies,
-)
+from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL, PROMETHEUS_RULE_API
 from kuberank_operator.rendering.children import content_hash
+from kuberank_operator.rendering.monitoring import KINDS, desired_objects
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("PodMonitor", "PrometheusRule")
 # How long a "the CRDs are not installed" answer is trusted before asking again.
 DISCOVERY_TTL_S = 60.0
 
 
-class MonitoringWrites(Protocol):
-    """What this module asks of the Kubernetes API adapter (kubeapi.KubeApi)."""
+class Discovery(Protocol):
+    """What this module reads of the Kubernetes API (kubeapi.KubeApi): which kinds are served."""
 
     async def serves_kinds(self, group_version: str, kinds: Sequence[str]) -> bool: ...
-
-    async def apply(self, obj: Mapping[str, Any]) -> Any: ...
-
-    async def delete_object(
-        self, *, api_version: str, kind: str, namespace: str, name: str
-    ) -> bool: ...
-
-
-def desired_objects(
-    *,
-    owner: Owner,
-    spec: RerankerSpec,
-    scale: ScalePolicy,
-    oom: OomPolicy,
-    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
-) -> dict[str, dict[str, Any] | None]:
-    """Per kind, the object spec.monitoring asks for, or None where it asks for none."""
-    body = {
-        "apiVersion": naming.API_VERSION,
-        "kind": naming.KIND,
-        "metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid},
-    }
-    labels = {**naming.common_labels(owner.name), **spec.monitoring.labels}
-    interval = float(spec.autoscaling.interval_seconds)
-    pod_monitor = None
-    if spec.monitoring.pod_monitor:
-        pod_monitor = render_pod_monitor(
-            owner=body,
-            pod_selector=naming.selector_labels(owner.name),
-            cr_pod_label=naming.LABEL_OWNER,
-            labels=labels,
-            interval_s=interval,
-        )
-        if not spec.sidecar.enabled:
-            pod_monitor["spec"]["podMetricsEndpoints"] = pod_monitor["spec"]["podMetricsEndpoints"][
-                :1
-            ]
-    rule = None
-    if spec.monitoring.prometheus_rule:
-        rule = render_prometheus_rule(
-            owner=body,
-            thresholds=thresholds_from_policies(scale=scale, oom=oom, interval_s=interval),
-            labels=labels,
-            runbook_base_url=runbook_base_url,
-        )
-    return {"PodMonitor": pod_monitor, "PrometheusRule": rule}
 
 
 class MonitoringSync:
@@ -91,11 +40,13 @@ class MonitoringSync:
     def __init__(
         self,
         *,
-        api: MonitoringWrites,
+        api: Discovery,
+        actuator: Actuator,
         runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
+        self._actuator = actuator
         self._runbook_base_url = runbook_base_url
         self._clock = clock
         self._served: bool | None = None
@@ -117,15 +68,9 @@ class MonitoringSync:
             self._served, self._asked_at = served, now
         return bool(self._served)
 
-    async def sync(
-        self, *, owner: Owner, spec: RerankerSpec, scale: ScalePolicy, oom: OomPolicy
-    ) -> None:
+    async def sync(self, *, owner: Owner, spec: RerankerSpec, policies: Policies) -> None:
         wanted = desired_objects(
-            owner=owner,
-            spec=spec,
-            scale=scale,
-            oom=oom,
-            runbook_base_url=self._runbook_base_url,
+            owner=owner, spec=spec, policies=policies, runbook_base_url=self._runbook_base_url
         )
         if not any(wanted.values()) and all(
             self._written.get((owner.namespace, owner.name, kind)) == "" for kind in KINDS
@@ -137,7 +82,7 @@ class MonitoringSync:
             key = (owner.namespace, owner.name, kind)
             if obj is None:
                 if self._written.get(key) != "":
-                    await self._api.delete_object(
+                    await self._actuator.delete(
                         api_version=PROMETHEUS_RULE_API,
                         kind=kind,
                         namespace=owner.namespace,
@@ -148,7 +93,12 @@ class MonitoringSync:
             digest = content_hash(obj)
             if self._written.get(key) == digest:
                 continue
-            await self._api.apply(obj)
+            applied = await self._actuator.apply(obj)
+            if isinstance(applied, Refused):
+                logger.warning(
+                    "%s/%s: %s not written: %s", owner.namespace, owner.name, kind, applied.message
+                )
+                return
             self._written[key] = digest
             logger.info(
                 "%s/%s: applied %s %s", owner.namespace, owner.name, kind, obj["metadata"]["name"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 from kuberank_operator.model.policies import CRITICAL_XIDS, OomPolicy
@@ -46,12 +47,30 @@ class RestartDecision:
     reason: str
 
 
+class HoldCause(StrEnum):
+    """Why a wanted restart waits (the label of kuberank_operator_restarts_held_back_total)."""
+
+    RATE_LIMIT = "rate-limit"  # spec.oom.maxRestartsPerHour
+    BUDGET = "budget"  # the disruption budget
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    decision: RestartDecision
+    cause: HoldCause
+    why: str
+
+
 @dataclass(frozen=True)
 class RestartPlan:
     """Restarts to do now, and those wanted but held back, with why."""
 
     restarts: tuple[RestartDecision, ...]
-    held_back: tuple[tuple[RestartDecision, str], ...]
+    held: tuple[HeldBack, ...] = ()
+
+    @property
+    def held_back(self) -> tuple[tuple[RestartDecision, str], ...]:
+        return tuple((h.decision, h.why) for h in self.held)
 
 
 def update_stuck_since(
@@ -134,12 +153,13 @@ def plan_restarts(
     unavailable = sum(1 for p in pods if not p.ready or p.terminating)
     unavailable += max(0, replicas - len(pods))
     restarts: list[RestartDecision] = []
-    held: list[tuple[RestartDecision, str]] = []
+    held: list[HeldBack] = []
     for decision in candidates:
         if used >= policy.max_restarts_per_hour:
             held.append(
-                (
+                HeldBack(
                     decision,
+                    HoldCause.RATE_LIMIT,
                     f"rate limit: {used} restarts in the last hour "
                     f"(spec.oom.maxRestartsPerHour={policy.max_restarts_per_hour})",
                 )
@@ -148,8 +168,9 @@ def plan_restarts(
         costs_budget = ready_by_name.get(decision.pod, False)
         if costs_budget and unavailable >= max_unavailable:
             held.append(
-                (
+                HeldBack(
                     decision,
+                    HoldCause.BUDGET,
                     f"disruption budget: {unavailable} pod(s) unavailable, "
                     f"at most {max_unavailable} allowed",
                 )
@@ -159,7 +180,7 @@ def plan_restarts(
         used += 1
         if costs_budget:
             unavailable += 1
-    return RestartPlan(restarts=tuple(restarts), held_back=tuple(held))
+    return RestartPlan(restarts=tuple(restarts), held=tuple(held))
 
 
 def reduced_token_budget(budgets: Iterable[float | None], *, configured: int) -> int:

@@ -13,6 +13,7 @@ from aiohttp import web
 from kuberank_operator.autoscaling.alertwebhook import TokenSource, build_app, start_server
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
+from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import KubeApi
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
@@ -53,12 +54,16 @@ def secret_ref(value: str) -> tuple[str, str]:
     return namespace, name
 
 
-async def start_responders(*, config: ResponderOptions, api: KubeApi, world: World) -> Responders:
+async def start_responders(
+    *, config: ResponderOptions, api: KubeApi, actuator: Actuator, world: World
+) -> Responders:
     autoscaler = Autoscaler(
-        api=api,
+        actuator=actuator,
         world=world,
         options=AutoscalerOptions(builtin=config.builtin_evaluator),
-        monitoring=MonitoringSync(api=api, runbook_base_url=config.runbook_base_url),
+        monitoring=MonitoringSync(
+            api=api, actuator=actuator, runbook_base_url=config.runbook_base_url
+        ),
     )
     await autoscaler.start()
     responders = Responders(autoscaler=autoscaler)

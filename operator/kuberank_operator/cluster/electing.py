@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kuberank_operator.cluster import leases
+from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
+from kuberank_operator.cluster.outcomes import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +42,14 @@ class Elector:
         self,
         *,
         api: KubeApi,
+        actuator: Actuator,
         options: ElectionOptions,
         on_lead: Callable[[], Awaitable[None]],
         on_follow: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
+        self._actuator = actuator
         self._options = options
         self._on_lead = on_lead
         self._on_follow = on_follow
@@ -98,7 +102,7 @@ class Elector:
             if self.leading:
                 await self._follow(f"the Lease is held by {record.holder if record else '?'}")
             return
-        written = await self._api.write_lease(
+        written = await self._actuator.write_lease(
             leases.lease_body(
                 name=opts.name,
                 namespace=opts.namespace,
@@ -108,7 +112,7 @@ class Elector:
                 now=leases.micro_time(),
             )
         )
-        if not written:
+        if isinstance(written, Refused):
             return  # another replica wrote first; look again next round
         self._renewed_at = self._clock()
         if not self.leading:
@@ -140,5 +144,5 @@ class Elector:
                 previous=record,
                 now=leases.micro_time(),
             )
-            await self._api.write_lease(released)
+            await self._actuator.write_lease(released)
             logger.info("released Lease %s/%s", opts.namespace, opts.name)

@@ -1,5 +1,7 @@
 """The one module of our code that talks to the Kubernetes API (kopf does its own watching).
 
+Writes raise ApiError; actuator.py turns their answers into typed outcomes.
+
 It uses the official `kubernetes` client for what it does well — kubeconfig and in-cluster
 credentials, token refresh, TLS — and sends raw JSON through its ApiClient, skipping the
 generated models. The client is synchronous; each call is one short request, run on a small
@@ -18,7 +20,6 @@ import os
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,19 +53,6 @@ class ApiError(Exception):
         super().__init__(f"{status}: {message}" if status else message)
         self.status = status
         self.message = message
-
-    @property
-    def retryable(self) -> bool:
-        # Conflicts, throttling, timeouts and server errors pass; invalid objects do not.
-        return self.status in (0, 409, 429) or self.status >= 500
-
-
-@dataclass(frozen=True)
-class Applied:
-    kind: str
-    name: str
-    created: bool
-    resource_version: str
 
 
 def _now() -> str:
@@ -157,40 +145,38 @@ class KubeApi:
             lambda: self._request(method, path, body=body, content_type=content_type, query=query),
         )
 
-    async def apply(self, obj: Mapping[str, Any]) -> Applied:
-        """Server-side apply as the operator's field manager, taking over conflicting fields."""
+    async def apply(self, obj: Mapping[str, Any], *, manager: str = naming.FIELD_MANAGER) -> bool:
+        """Server-side apply as `manager`, taking over conflicting fields; True when created."""
         meta = obj["metadata"]
         path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
-        status, body = await self._call(
+        status, _ = await self._call(
             "PATCH",
             path,
             body=dict(obj),
             content_type="application/apply-patch+yaml",
-            query=[("fieldManager", naming.FIELD_MANAGER), ("force", "true")],
+            query=[("fieldManager", manager), ("force", "true")],
         )
-        return Applied(
-            kind=str(obj["kind"]),
-            name=str(meta["name"]),
-            created=status == 201,
-            resource_version=str((body or {}).get("metadata", {}).get("resourceVersion", "")),
-        )
+        return status == 201
 
-    async def patch_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
-        """Merge-patch a RerankerDeployment's status; False when the object is gone."""
+    async def apply_status(
+        self, *, namespace: str, name: str, status: Mapping[str, Any], manager: str
+    ) -> None:
+        """Server-side apply of a RerankerDeployment's status subresource as `manager`: the
+        fields in `status` become that manager's; its fields left out are removed."""
         path = object_path(naming.API_VERSION, naming.KIND, namespace, name) + "/status"
-        try:
-            await self._call(
-                "PATCH",
-                path,
-                body={"status": dict(status)},
-                content_type="application/merge-patch+json",
-                query=[("fieldManager", naming.FIELD_MANAGER)],
-            )
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        body = {
+            "apiVersion": naming.API_VERSION,
+            "kind": naming.KIND,
+            "metadata": {"namespace": namespace, "name": name},
+            "status": dict(status),
+        }
+        await self._call(
+            "PATCH",
+            path,
+            body=body,
+            content_type="application/apply-patch+yaml",
+            query=[("fieldManager", manager), ("force", "true")],
+        )
 
     async def post_event(
         self, *, owner: Owner, type_: str, reason: str, message: str, action: str
@@ -229,41 +215,28 @@ class KubeApi:
             # An event is a courtesy: losing one must never fail a reconcile.
             logger.warning("could not post event %s on %s/%s: %s", reason, *owner.key, exc)
 
-    # --- autoscaling and OOM restarts (autoscaler.py, responders.py) ---------------------
+    # --- the rest of what the actuator (actuator.py) asks -------------------------------
 
     async def patch_scale(
-        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int
-    ) -> bool:
+        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int, manager: str
+    ) -> None:
         """Set a RerankerDeployment's replicas through its scale subresource, only if they are
-        still `from_replicas` (a JSON-patch test); False when they changed or it is gone."""
+        still `from_replicas` (a JSON-patch test fails with 422 otherwise)."""
         path = object_path(naming.API_VERSION, naming.KIND, namespace, name) + "/scale"
         patch = [
             {"op": "test", "path": "/spec/replicas", "value": from_replicas},
             {"op": "replace", "path": "/spec/replicas", "value": to_replicas},
         ]
-        try:
-            await self._call(
-                "PATCH",
-                path,
-                body=patch,
-                content_type="application/json-patch+json",
-                query=[("fieldManager", naming.FIELD_MANAGER)],
-            )
-        except ApiError as exc:
-            if exc.status in (404, 409, 422):
-                return False
-            raise
-        return True
+        await self._call(
+            "PATCH",
+            path,
+            body=patch,
+            content_type="application/json-patch+json",
+            query=[("fieldManager", manager)],
+        )
 
-    async def delete_pod(self, *, namespace: str, name: str) -> bool:
-        """Delete a pod (its Deployment replaces it); False when it is already gone."""
-        try:
-            await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+    async def delete_pod(self, *, namespace: str, name: str) -> None:
+        await self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}")
 
     async def read_secret_key(self, *, namespace: str, name: str, key: str) -> str | None:
         """One key of a Secret, decoded; None when the Secret or the key is missing."""
@@ -295,15 +268,8 @@ class KubeApi:
 
     async def delete_object(
         self, *, api_version: str, kind: str, namespace: str, name: str
-    ) -> bool:
-        """Delete an object the operator writes; False when it is already gone."""
-        try:
-            await self._call("DELETE", object_path(api_version, kind, namespace, name))
-        except ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+    ) -> None:
+        await self._call("DELETE", object_path(api_version, kind, namespace, name))
 
     # --- leader election (leases.py decides, electing.py loops) ---------------------------
 
@@ -320,18 +286,13 @@ class KubeApi:
             raise
         return dict(body or {})
 
-    async def write_lease(self, body: Mapping[str, Any]) -> bool:
-        """Create the Lease, or replace it at the resourceVersion it carries; False when
-        another replica wrote first (409 Conflict or 409 AlreadyExists)."""
+    async def write_lease(self, body: Mapping[str, Any]) -> None:
+        """Create the Lease, or replace it at the resourceVersion it carries (409 when another
+        replica wrote first)."""
         meta = body["metadata"]
-        try:
-            if meta.get("resourceVersion"):
-                path = self._lease_path(meta["namespace"], meta["name"])
-                await self._call("PUT", path, body=dict(body))
-            else:
-                await self._call("POST", self._lease_path(meta["namespace"]), body=dict(body))
-        except ApiError as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+        if meta.get("resourceVersion"):
+            await self._call(
+                "PUT", self._lease_path(meta["namespace"], meta["name"]), body=dict(body)
+            )
+        else:
+            await self._call("POST", self._lease_path(meta["namespace"]), body=dict(body))

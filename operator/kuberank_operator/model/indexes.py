@@ -1,14 +1,16 @@
 """What each kopf in-memory index holds, and a typed read-only view over them.
 
-kopf keeps one watch per kind and calls the index functions in main.py on every event; those
-return the entries built here (pure). The controller reads the indexes through `World`, never
-through the API, so a reconcile costs no request unless something must change.
+kopf keeps one watch per kind and calls the index functions in handlers.py on every event; those
+return the entries built here (pure). The RerankerDeployment index holds each resource's parsed
+view (model.resources), so the spec is parsed once per change. The loops read the indexes
+through `World`, never through the API, so a reconcile costs no request unless something must
+change. `Index` names each index once: handlers.py registers under it and `World` reads it.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
+from enum import StrEnum
 from typing import Any
 
 from kuberank_operator.model import naming
@@ -20,39 +22,44 @@ from kuberank_operator.model.observations import (
     summarize_node,
     summarize_pod,
 )
+from kuberank_operator.model.resources import Key, ResourceView, resource_view
 
-Key = tuple[str, str]  # (namespace, name) of a RerankerDeployment
 
-# Index names: kopf passes each index to handlers as a keyword argument of this name.
-RRD_INDEX = "rrd_index"
-DEPLOYMENT_INDEX = "deployment_index"
-SERVICE_INDEX = "service_index"
-PDB_INDEX = "pdb_index"
-POD_INDEX = "pod_index"
-NODE_INDEX = "node_index"
-ALL_INDEXES = (RRD_INDEX, DEPLOYMENT_INDEX, SERVICE_INDEX, PDB_INDEX, POD_INDEX, NODE_INDEX)
+class Index(StrEnum):
+    """The kopf indexes: handlers.py registers each under this id, kopf passes it to handlers
+    as a keyword argument of this name, and `World` looks it up by the same member."""
+
+    RRD = "rrd_index"
+    DEPLOYMENT = "deployment_index"
+    SERVICE = "service_index"
+    PDB = "pdb_index"
+    POD = "pod_index"
+    NODE = "node_index"
+
+
+class MissingIndexError(RuntimeError):
+    """kopf did not hand over an index the operator registered (a registration is missing)."""
+
+
+def require_indexes(indices: Mapping[str, Any]) -> None:
+    """Fail at start-up, not with an empty world, when an index was not registered."""
+    missing = [index.value for index in Index if index.value not in indices]
+    if missing:
+        raise MissingIndexError(
+            f"kopf indexes {', '.join(missing)} were not registered; register each "
+            "model.indexes.Index member with @kopf.index(id=...) in handlers.py"
+        )
+
 
 # Keys inside pod_index and node_index besides the per-owner ones.
 GPU_PODS = "gpu-pods"
 NODES = "nodes"
 
 
-def rrd_entry(body: Mapping[str, Any]) -> dict[Key, dict[str, Any]]:
-    """A copy of what the controller needs of a RerankerDeployment (kopf's body is a view)."""
-    meta = body.get("metadata") or {}
-    key = (str(meta.get("namespace", "")), str(meta.get("name", "")))
-    snapshot = {
-        "metadata": {
-            "namespace": key[0],
-            "name": key[1],
-            "uid": str(meta.get("uid", "")),
-            "generation": int(meta.get("generation") or 0),
-            "deleting": bool(meta.get("deletionTimestamp")),
-        },
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(dict(body.get("status") or {})),
-    }
-    return {key: snapshot}
+def rrd_entry(body: Mapping[str, Any]) -> dict[Key, ResourceView]:
+    """The RerankerDeployment parsed once, for every loop to read."""
+    view = resource_view(body)
+    return {view.key: view}
 
 
 def child_entry(body: Mapping[str, Any]) -> dict[Key, ChildSummary]:
@@ -102,35 +109,35 @@ class World:
     def __init__(self, indices: Mapping[str, Any]) -> None:
         self._indices = indices
 
-    def _index(self, name: str) -> Mapping[Any, Iterable[Any]] | None:
-        index = self._indices.get(name)
-        return index if isinstance(index, Mapping) else None
+    def _index(self, index: Index) -> Mapping[Any, Iterable[Any]] | None:
+        found = self._indices.get(index.value)
+        return found if isinstance(found, Mapping) else None
 
-    def rrd(self, key: Key) -> dict[str, Any] | None:
-        values = _values(self._index(RRD_INDEX), key)
+    def rrd(self, key: Key) -> ResourceView | None:
+        values = _values(self._index(Index.RRD), key)
         return values[0] if values else None
 
     def rrd_keys(self) -> list[Key]:
-        index = self._index(RRD_INDEX)
+        index = self._index(Index.RRD)
         return list(index) if index is not None else []
 
-    def _child(self, index_name: str, key: Key) -> ChildSummary | None:
-        values = _values(self._index(index_name), key)
+    def _child(self, index: Index, key: Key) -> ChildSummary | None:
+        values = _values(self._index(index), key)
         return values[0] if values else None
 
     def children(self, key: Key) -> dict[str, ChildSummary]:
         found = {}
-        for index_name in (DEPLOYMENT_INDEX, SERVICE_INDEX, PDB_INDEX):
-            child = self._child(index_name, key)
+        for index in (Index.DEPLOYMENT, Index.SERVICE, Index.PDB):
+            child = self._child(index, key)
             if child is not None:
                 found[child.kind] = child
         return found
 
     def pods(self, key: Key) -> list[PodSummary]:
-        return sorted(_values(self._index(POD_INDEX), key), key=lambda p: p.name)
+        return sorted(_values(self._index(Index.POD), key), key=lambda p: p.name)
 
     def gpu_pods(self) -> list[PodSummary]:
-        return _values(self._index(POD_INDEX), GPU_PODS)
+        return _values(self._index(Index.POD), GPU_PODS)
 
     def nodes(self) -> list[NodeSummary]:
-        return _values(self._index(NODE_INDEX), NODES)
+        return _values(self._index(Index.NODE), NODES)

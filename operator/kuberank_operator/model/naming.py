@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 GROUP = "kuberank.dev"
 VERSION = "v1alpha1"
@@ -10,7 +11,25 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "RerankerDeployment"
 PLURAL = "rerankerdeployments"
 
+# The field manager of the objects the operator renders (Deployment, Service, PDB, monitoring).
 FIELD_MANAGER = "kuberank-operator"
+
+
+class StatusWriter(StrEnum):
+    """One server-side-apply field manager per writer of status: each field has one owner.
+
+    RECONCILER: observedGeneration, replicas, readyReplicas, updatedReplicas, selector, ready,
+    state, reason, capacity, conditions. AUTOSCALER: lastScale (and spec.replicas through the
+    scale subresource). OOM_RESTARTS: oom.restarts, oom.lastRestartTime, oom.lastReason,
+    oom.lastPod, oom.restartsLastHour. TOKEN_BUDGET: oom.reducedMaxBatchTokens.
+    """
+
+    RECONCILER = "kuberank-reconciler"
+    AUTOSCALER = "kuberank-autoscaler"
+    OOM_RESTARTS = "kuberank-oom"
+    TOKEN_BUDGET = "kuberank-token-budget"
+
+
 # Events say which component acted, as `kubectl describe` shows under "From".
 EVENT_SOURCE = "kuberank-operator"
 

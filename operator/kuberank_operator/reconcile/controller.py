@@ -1,9 +1,10 @@
 """The reconcile loop: a work queue of RerankerDeployment keys and the workers that drain it.
 
 kopf watches and indexes; its event handlers only add keys here. A worker takes a key, reads
-the resource and everything related from the indexes, renders what should exist, applies what
-differs (server-side apply), computes the status and posts an Event for each action. Level-
-triggered and safe to repeat: an operator killed at any point converges when started again.
+the resource's parsed view and everything related from the indexes, renders what should exist,
+applies what differs through the actuator (server-side apply), computes the status, applies it as
+the reconciler's field manager and posts an Event for each action. Level-triggered and safe to
+repeat: an operator killed at any point converges when started again.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
-from kuberank_operator.model.indexes import Key, World
-from kuberank_operator.model.naming import Owner
+from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.outcomes import Refused
+from kuberank_operator.model.indexes import World
+from kuberank_operator.model.naming import Owner, StatusWriter
+from kuberank_operator.model.resources import Key
 from kuberank_operator.model.signals import PodTuning
-from kuberank_operator.model.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.model.specs import RerankerSpec
 from kuberank_operator.reconcile import planning, statuses
 from kuberank_operator.reconcile.capacity import count_capacity
 from kuberank_operator.reconcile.workqueue import QueueClosedError, WorkQueue
@@ -60,13 +63,13 @@ class Controller:
     def __init__(
         self,
         *,
-        api: KubeApi,
+        actuator: Actuator,
         world: World,
         options: ControllerOptions,
         clock: Callable[[], float] = time.monotonic,
         tuning_states: Callable[[Key], Mapping[str, PodTuning] | None] = lambda key: None,
     ) -> None:
-        self._api = api
+        self._actuator = actuator
         self._world = world
         self._options = options
         self._clock = clock
@@ -97,10 +100,10 @@ class Controller:
     def _recheck_capacity(self) -> None:
         self._capacity_pending = False
         for key in self._world.rrd_keys():
-            body = self._world.rrd(key)
-            if body is None:
+            view = self._world.rrd(key)
+            if view is None:
                 continue
-            conditions = (body.get("status") or {}).get("conditions") or []
+            conditions = view.status.get("conditions") or []
             if any(
                 c.get("type") == statuses.CAPACITY_LIMITED and c.get("status") == "True"
                 for c in conditions
@@ -173,28 +176,21 @@ class Controller:
 
     async def reconcile(self, key: Key) -> float | None:
         """Bring one resource's objects and status in line; seconds until the next look."""
-        body = self._world.rrd(key)
-        if body is None or body["metadata"]["deleting"]:
+        view = self._world.rrd(key)
+        if view is None or view.deleting:
             self.forget(key)
             return None
-        meta = body["metadata"]
-        owner = Owner(
-            namespace=meta["namespace"],
-            name=meta["name"],
-            uid=meta["uid"],
-            generation=meta["generation"],
-        )
+        owner = view.owner
         memory = self._memory.get(key)
         if memory is None:
             # The first full re-apply comes a resync period after first sight, spread out so
             # that a restart with many resources does not re-apply them all at once.
             spread = self._options.resync_seconds * (0.5 + random.random() / 2)
             memory = self._memory[key] = _Memory(next_resync=self._clock() + spread)
-        previous_status: dict[str, Any] = body.get("status") or {}
-        try:
-            spec = parse_spec(body.get("spec") or {})
-        except SpecError as exc:
-            await self._report_invalid_spec(owner, previous_status, str(exc))
+        previous_status = view.status
+        spec = view.spec
+        if spec is None:
+            await self._report_invalid_spec(owner, previous_status, view.spec_error or "")
             return None
 
         now = self._clock()
@@ -203,11 +199,13 @@ class Controller:
         if resync and apply_error is None:
             memory.next_resync = now + self._options.resync_seconds
 
-        view = self._compute_status(owner, spec, apply_error)
-        await self._write_status(owner, view, previous_status)
+        status = self._compute_status(owner, spec, apply_error)
+        await self._write_status(owner, status, previous_status)
         memory.failures = memory.failures + 1 if apply_error else 0
         return planning.requeue_after(
-            state=view.state, failures=memory.failures, resync_seconds=self._options.resync_seconds
+            state=status.state,
+            failures=memory.failures,
+            resync_seconds=self._options.resync_seconds,
         )
 
     async def _apply_children(
@@ -220,11 +218,10 @@ class Controller:
         )
         errors = []
         for planned in plan:
-            try:
-                applied = await self._api.apply(planned.obj)
-            except ApiError as exc:
+            applied = await self._actuator.apply(planned.obj)
+            if isinstance(applied, Refused):
                 metrics.APPLIES.labels(kind=planned.kind, result="error").inc()
-                message = f"could not apply {planned.kind} {planned.name}: {exc.message}"
+                message = f"could not apply {planned.kind} {planned.name}: {applied.message}"
                 errors.append(message)
                 logger.warning("%s/%s: %s", owner.namespace, owner.name, message)
                 await self._event(owner, "Warning", "ApplyFailed", message, action="Apply")
@@ -274,14 +271,15 @@ class Controller:
         )
 
     async def _write_status(
-        self, owner: Owner, view: statuses.StatusView, previous: dict[str, Any]
+        self, owner: Owner, view: statuses.StatusView, previous: Mapping[str, Any]
     ) -> None:
         patch = statuses.status_patch(view, previous=previous, now=_utc_now())
         if not statuses.status_changed(patch, previous):
             return
-        if not await self._api.patch_status(
-            namespace=owner.namespace, name=owner.name, status=patch
-        ):
+        written = await self._actuator.write_status(
+            owner=owner, writer=StatusWriter.RECONCILER, fields=patch
+        )
+        if isinstance(written, Refused):
             return
         changes = statuses.transitions(patch, previous)
         for event_type, reason, message in planning.transition_events(
@@ -290,7 +288,7 @@ class Controller:
             await self._event(owner, event_type, reason, message, action="UpdateStatus")
 
     async def _report_invalid_spec(
-        self, owner: Owner, previous: dict[str, Any], message: str
+        self, owner: Owner, previous: Mapping[str, Any], message: str
     ) -> None:
         already = any(
             c.get("type") == statuses.DEGRADED
@@ -319,10 +317,13 @@ class Controller:
                 "observedGeneration": owner.generation,
             },
         ]
-        await self._api.patch_status(
-            namespace=owner.namespace,
-            name=owner.name,
-            status={
+        # The reconciler applies every field it owns: the counts it wrote last stay as they were.
+        kept = {k: previous[k] for k in statuses.COUNTED_FIELDS if k in previous}
+        await self._actuator.write_status(
+            owner=owner,
+            writer=StatusWriter.RECONCILER,
+            fields={
+                **kept,
                 "observedGeneration": owner.generation,
                 "state": "Degraded",
                 "reason": "InvalidSpec",
@@ -335,6 +336,6 @@ class Controller:
         self, owner: Owner, type_: str, reason: str, message: str, *, action: str
     ) -> None:
         metrics.EVENTS.labels(type=type_, reason=reason).inc()
-        await self._api.post_event(
+        await self._actuator.post_event(
             owner=owner, type_=type_, reason=reason, message=message, action=action
         )

@@ -1,8 +1,8 @@
 """Compute a RerankerDeployment's status from what is observed. Pure: no clock, no I/O.
 
-Conditions: Ready, Progressing, Degraded, CapacityLimited, TuningApplied. The status fields that
-other parts of the operator own (lastScale, oom) are never produced here, so a merge patch of
-this result leaves them as they are.
+Conditions: Ready, Progressing, Degraded, CapacityLimited, TuningApplied. This is everything the
+reconciler owns of status (its field manager, model.naming.StatusWriter.RECONCILER); lastScale
+and oom have writers of their own in autoscaling and are never produced here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ DEGRADED = "Degraded"
 CAPACITY_LIMITED = "CapacityLimited"
 TUNING_APPLIED = "TuningApplied"
 CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED, TUNING_APPLIED)
+
+# The reconciler's fields besides observedGeneration, state, reason and conditions: an invalid
+# spec keeps them as last written (the reconciler applies all it owns every time).
+COUNTED_FIELDS = ("replicas", "readyReplicas", "updatedReplicas", "selector", "ready", "capacity")
 
 # Most severe first: the Degraded reason names the worst thing seen.
 PROBLEM_SEVERITY = ("OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ContainerConfigError")
@@ -305,7 +309,8 @@ def compute_status(observed: Observed) -> StatusView:
 def status_patch(
     view: StatusView, *, previous: Mapping[str, Any] | None, now: str
 ) -> dict[str, Any]:
-    """The status subresource merge patch; lastTransitionTime only moves when status changes."""
+    """The reconciler's status fields, as it applies them; lastTransitionTime only moves when a
+    condition's status changes."""
     before = {
         c.get("type"): c
         for c in ((previous or {}).get("conditions") or [])

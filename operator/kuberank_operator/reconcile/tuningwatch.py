@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_tuning
-from kuberank_operator.model.indexes import Key, World
+from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
+from kuberank_operator.model.resources import Key
 from kuberank_operator.model.signals import SIDECAR_METRICS_PORT, PodTuning
-from kuberank_operator.model.specs import SpecError, parse_spec
 
 logger = logging.getLogger(__name__)
 
@@ -88,14 +88,11 @@ class TuningWatch:
             self._session = None
 
     def _wants_tuning(self, key: Key) -> bool:
-        body = self._world.rrd(key)
-        if body is None or (body.get("metadata") or {}).get("deleting"):
+        view = self._world.rrd(key)
+        # An invalid spec (spec None) is the controller's to report.
+        if view is None or view.deleting or view.spec is None:
             return False
-        try:
-            spec = parse_spec(body.get("spec") or {})
-        except SpecError:
-            return False  # the controller reports an invalid spec
-        return spec.gpu.tuning_requested and spec.sidecar.enabled
+        return view.spec.gpu.tuning_requested and view.spec.sidecar.enabled
 
     async def _loop(self) -> None:
         while True:

@@ -17,9 +17,10 @@ from aiohttp import web
 from kuberank_operator.autoscaling.alertwebhook import AlertRequest
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
-from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, Key, World
+from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, World
 from kuberank_operator.model.naming import Owner
 from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.resources import Key
 
 KEY: Key = ("search", "bge")
 IPS = ("127.0.2.1", "127.0.2.2")

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, Key, World
+from kuberank_operator.model.indexes import Index, World
 from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.resources import Key, resource_view
 from kuberank_operator.model.signals import PodTuning
 from kuberank_operator.reconcile.tuningwatch import TuningWatch, TuningWatchOptions
 
@@ -84,8 +85,11 @@ async def harness() -> AsyncIterator[Harness]:
         await web.TCPSite(runner, ip, port).start()
         runners.append(runner)
     indices: dict[str, dict[Any, list[Any]]] = {
-        RRD_INDEX: {TUNED: [rrd("tuned", power=300)], PLAIN: [rrd("plain", power=0)]},
-        POD_INDEX: {TUNED: [pod("tuned-a"), pod("tuned-b")], PLAIN: [pod("plain-a")]},
+        Index.RRD: {
+            TUNED: [resource_view(rrd("tuned", power=300))],
+            PLAIN: [resource_view(rrd("plain", power=0))],
+        },
+        Index.POD: {TUNED: [pod("tuned-a"), pod("tuned-b")], PLAIN: [pod("plain-a")]},
     }
     changed: list[Key] = []
     watch = TuningWatch(

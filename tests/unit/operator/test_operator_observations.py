@@ -126,7 +126,7 @@ def test_index_entries() -> None:
             "spec": {"replicas": 1},
         }
     )
-    assert rrd[("a", "b")]["metadata"]["generation"] == 2
+    assert rrd[("a", "b")].owner.generation == 2
 
 
 def owned(kind: str, **extra: Any) -> dict[str, Any]:
