@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
+from kuberank_operator.model.parsing import parse_spec
 from kuberank_operator.model.policies import oom_policy, scale_policy
-from kuberank_operator.model.specs import parse_spec
 from kuberank_operator.rendering.alertrules import render_prometheus_rule, thresholds_from_policies
 from tests.localcluster import LocalCluster, wait_until
 from tests.localcluster.cluster import free_ports

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.parsing import parse_spec
 from kuberank_operator.model.policies import (
     OomPolicy,
     OomPolicyError,
@@ -23,7 +24,7 @@ from kuberank_operator.model.policies import (
     oom_policy,
     scale_policy,
 )
-from kuberank_operator.model.specs import RerankerSpec, SpecError, parse_spec
+from kuberank_operator.model.specs import RerankerSpec, SpecError
 
 Key = tuple[str, str]  # (namespace, name) of a RerankerDeployment
 

@@ -17,7 +17,13 @@ from typing import Any, Literal
 
 import yaml
 
-from kuberank_operator.model.policies import CRITICAL_XIDS, OomPolicy, ScalePolicy
+from kuberank_operator.model.policies import (
+    CRITICAL_XIDS,
+    OomPolicy,
+    ScalePolicy,
+    oom_policy,
+    scale_policy,
+)
 from kuberank_operator.model.signals import (
     CUDA_OOM_TOTAL,
     GPU_UTIL,
@@ -27,6 +33,7 @@ from kuberank_operator.model.signals import (
     REQUEST_DURATION_BUCKET,
     XID_ERRORS,
 )
+from kuberank_operator.model.specs import AutoscalingSpec, OomSpec
 
 Action = Literal["scale-up", "scale-down", "restart-pod", "none"]
 
@@ -62,20 +69,6 @@ class AlertThresholds:
     rate_window_s: float
 
 
-DEFAULT_THRESHOLDS = AlertThresholds(
-    queue_depth=512,
-    p99_latency_ms=500,
-    gpu_utilization=85,
-    up_for_s=60,
-    down_gpu_utilization=30,
-    down_for_s=600,
-    oom_max_events=3,
-    oom_window_s=600,
-    stuck_s=120,
-    rate_window_s=60,
-)
-
-
 def thresholds_from_policies(
     *, scale: ScalePolicy, oom: OomPolicy, interval_s: float
 ) -> AlertThresholds:
@@ -92,6 +85,14 @@ def thresholds_from_policies(
         stuck_s=oom.stuck_s,
         rate_window_s=max(4 * interval_s, 4.0),
     )
+
+
+# The rules shipped in deploy/prometheus/: the spec's own defaults (model.specs), nothing more.
+DEFAULT_THRESHOLDS = thresholds_from_policies(
+    scale=scale_policy(AutoscalingSpec()),
+    oom=oom_policy(OomSpec()),
+    interval_s=AutoscalingSpec().interval_seconds,
+)
 
 
 def _duration(seconds: float) -> str:

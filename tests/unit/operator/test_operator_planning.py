@@ -5,7 +5,7 @@ from __future__ import annotations
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
 from kuberank_operator.model.observations import ChildSummary
-from kuberank_operator.model.specs import parse_spec
+from kuberank_operator.model.parsing import parse_spec
 from kuberank_operator.reconcile.planning import (
     SETTLE_SECONDS,
     PlannedApply,

@@ -8,7 +8,8 @@ import pytest
 
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
-from kuberank_operator.model.specs import RerankerSpec, parse_spec
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.specs import RerankerSpec
 from kuberank_operator.rendering.children import (
     RenderOptions,
     content_hash,
