@@ -1,14 +1,17 @@
-"""The autoscaler in one process: real HTTP metrics endpoints on loopback pod IPs, the decision
-code, and a recording stand-in for the Kubernetes API adapter (the cluster is in tests/e2e)."""
+"""The autoscaler in one process against the local control plane: real HTTP metrics endpoints on
+loopback pod IPs, the decision code, and the real Kubernetes API adapter, so scale, status
+(server-side apply, merged by the API server) and Events are the API server's own; the test's
+clock drives the evaluations."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import json
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,10 +20,13 @@ from aiohttp import web
 from kuberank_operator.autoscaling.alertwebhook import AlertRequest
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
-from kuberank_operator.model.indexes import POD_INDEX, RRD_INDEX, World
-from kuberank_operator.model.naming import Owner
+from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
+from kuberank_operator.model.indexes import Index, World
+from kuberank_operator.model.naming import API_VERSION, FIELD_MANAGER, KIND, Owner, StatusWriter
 from kuberank_operator.model.observations import PodSummary
-from kuberank_operator.model.resources import Key
+from kuberank_operator.model.resources import Key, resource_view
+from tests.localcluster import LocalCluster
 
 KEY: Key = ("search", "bge")
 IPS = ("127.0.2.1", "127.0.2.2")
@@ -55,57 +61,70 @@ class FakePod:
     sidecar: str = field(default_factory=sidecar_text)
 
 
-@dataclass
-class RecordingApi:
-    """Stands in for kubeapi.KubeApi and applies writes to the index, as the watch would."""
+class ClusterApi:
+    """The real Kubernetes API adapter against the local control plane for everything the
+    autoscaler writes of the RerankerDeployment (scale subresource, status by server-side apply,
+    Events), recording each call. Only the pods are the test's: loopback processes the index
+    lists, deleted here (as the Deployment would replace them); and the monitoring objects, whose
+    Prometheus Operator CRDs the local cluster does not serve."""
 
-    indices: dict[str, dict[Any, list[Any]]]
-    serves_monitoring: bool = False
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    events: list[tuple[str, str]] = field(default_factory=list)
+    def __init__(self, real: KubeApi, pods: list[PodSummary], *, serves_monitoring: bool) -> None:
+        self._real = real
+        self.pods = pods
+        self.serves_monitoring = serves_monitoring
+        self.calls: list[tuple[str, Any]] = []
+        self.events: list[tuple[str, str]] = []
 
-    def _body(self, namespace: str, name: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.indices[RRD_INDEX][(namespace, name)][0]
-        return body
+    async def apply_status(
+        self, *, namespace: str, name: str, status: Mapping[str, Any], manager: str
+    ) -> None:
+        await self._real.apply_status(
+            namespace=namespace, name=name, status=status, manager=manager
+        )
+        self.calls.append(("status", dict(status)))
 
     async def patch_scale(
-        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int
-    ) -> bool:
-        spec = self._body(namespace, name)["spec"]
-        if spec["replicas"] != from_replicas:
-            return False
-        spec["replicas"] = to_replicas
+        self, *, namespace: str, name: str, from_replicas: int, to_replicas: int, manager: str
+    ) -> None:
+        await self._real.patch_scale(
+            namespace=namespace,
+            name=name,
+            from_replicas=from_replicas,
+            to_replicas=to_replicas,
+            manager=manager,
+        )
         self.calls.append(("scale", (from_replicas, to_replicas)))
-        return True
 
-    async def patch_status(self, *, namespace: str, name: str, status: Mapping[str, Any]) -> bool:
-        self._body(namespace, name).setdefault("status", {}).update(copy.deepcopy(dict(status)))
-        self.calls.append(("status", dict(status)))
-        return True
-
-    async def delete_pod(self, *, namespace: str, name: str) -> bool:
-        pods = self.indices[POD_INDEX][(namespace, "bge")]
-        kept = [p for p in pods if p.name != name]
-        self.indices[POD_INDEX][(namespace, "bge")] = kept
+    async def delete_pod(self, *, namespace: str, name: str) -> None:
+        kept = [p for p in self.pods if p.name != name]
+        gone = len(kept) == len(self.pods)
+        self.pods[:] = kept
         self.calls.append(("delete", name))
-        return len(kept) < len(pods)
+        if gone:
+            raise ApiError(404, f'pods "{name}" not found')
 
     async def post_event(
         self, *, owner: Owner, type_: str, reason: str, message: str, action: str
     ) -> None:
+        await self._real.post_event(
+            owner=owner, type_=type_, reason=reason, message=message, action=action
+        )
         self.events.append((reason, message))
 
     async def serves_kinds(self, group_version: str, kinds: Sequence[str]) -> bool:
         return self.serves_monitoring
 
-    async def apply(self, obj: Mapping[str, Any]) -> Any:
+    async def apply(self, obj: Mapping[str, Any], *, manager: str = FIELD_MANAGER) -> bool:
         self.calls.append(("apply", obj["kind"]))
+        return True
 
     async def delete_object(
         self, *, api_version: str, kind: str, namespace: str, name: str
-    ) -> bool:
+    ) -> None:
         self.calls.append(("delete-object", kind))
-        return True
+
+    async def write_lease(self, body: Mapping[str, Any]) -> None:
+        raise AssertionError("the autoscaler writes no Lease")
 
 
 def pod(name: str, ip: str) -> PodSummary:
@@ -123,6 +142,7 @@ def pod(name: str, ip: str) -> PodSummary:
 
 
 def rrd(*, mode: str = "builtin", replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    """The RerankerDeployment to create (metadata.namespace/name: KEY) and its initial status."""
     spec: dict[str, Any] = {
         "model": {"id": "m", "source": {"hostPath": {"path": "/m"}}},
         "replicas": replicas,
@@ -139,7 +159,7 @@ def rrd(*, mode: str = "builtin", replicas: int = 1, **extra: Any) -> dict[str, 
         **extra,
     }
     return {
-        "metadata": {"namespace": "search", "name": "bge", "uid": "u1", "generation": 1},
+        "metadata": {"namespace": KEY[0], "name": KEY[1]},
         "spec": spec,
         "status": {},
     }
@@ -154,19 +174,48 @@ def _free_port() -> int:
 @dataclass
 class Harness:
     autoscaler: Autoscaler
-    api: RecordingApi
+    api: ClusterApi
     pods: dict[str, FakePod]
     clock: list[float]
+    cluster: LocalCluster
+    indices: dict[str, dict[Any, list[Any]]]
+
+    def refresh(self) -> None:
+        """Put the stored RerankerDeployment into the index, as kopf's watch would."""
+        self.indices[Index.RRD][KEY] = [resource_view(self.body())]
 
     async def evaluate(self, *, at: float) -> None:
         self.clock[0] = at
+        await asyncio.to_thread(self.refresh)
         await self.autoscaler.evaluate(KEY)
+
+    async def act(self, alert: AlertRequest) -> str:
+        await asyncio.to_thread(self.refresh)
+        return str(await self.autoscaler.act(alert))
 
     def scales(self) -> list[Any]:
         return [args for what, args in self.api.calls if what == "scale"]
 
     def body(self) -> dict[str, Any]:
-        return self.api._body(*KEY)
+        """The RerankerDeployment as the API server stores it."""
+        body: dict[str, Any] = self.cluster.kubectl_json("get", "rrd", KEY[1], "-n", KEY[0])
+        return body
+
+    def patch_spec(self, spec: dict[str, Any]) -> None:
+        self.cluster.kubectl(
+            "patch", "rrd", KEY[1], "-n", KEY[0], "--type=merge", "-p", json.dumps({"spec": spec})
+        )
+
+    def status_managers(self) -> dict[str, set[str]]:
+        """Per field manager, the top-level status fields (and oom's fields) it owns."""
+        owned: dict[str, set[str]] = {}
+        for entry in self.body()["metadata"].get("managedFields") or []:
+            status = (entry.get("fieldsV1") or {}).get("f:status") or {}
+            fields = {k[2:] for k in status if k.startswith("f:")}
+            fields |= {f"oom.{k[2:]}" for k in status.get("f:oom") or {} if k.startswith("f:")}
+            if fields:
+                owned.setdefault(entry["manager"], set()).update(fields)
+        return owned
 
 
 async def _serve(ip: str, port: int, fake: FakePod, attribute: str) -> web.AppRunner:
@@ -181,10 +230,18 @@ async def _serve(ip: str, port: int, fake: FakePod, attribute: str) -> web.AppRu
     return runner
 
 
+@pytest.fixture(scope="module")
+def search_namespace(local_cluster: LocalCluster, rrd_crd: Path) -> Iterator[str]:
+    local_cluster.kubectl("create", "namespace", KEY[0])
+    yield KEY[0]
+    local_cluster.kubectl("delete", "namespace", KEY[0], "--wait=false")
+
+
 @pytest.fixture
-async def make() -> AsyncIterator[Any]:
+async def make(local_cluster: LocalCluster, search_namespace: str) -> AsyncIterator[Any]:
     runners: list[web.AppRunner] = []
     autoscalers: list[Autoscaler] = []
+    apis: list[KubeApi] = []
 
     async def build(
         body: dict[str, Any], *, serves_monitoring: bool = False, loop: bool = False
@@ -194,29 +251,49 @@ async def make() -> AsyncIterator[Any]:
         for fake, ip in zip(fakes.values(), IPS, strict=True):
             runners.append(await _serve(ip, inference_port, fake, "inference"))
             runners.append(await _serve(ip, sidecar_port, fake, "sidecar"))
+        manifest = {"apiVersion": API_VERSION, "kind": KIND, **body}
+        local_cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        if body.get("status"):
+            local_cluster.kubectl(
+                "patch", "rrd", KEY[1], "-n", KEY[0], "--subresource=status", "--type=merge",
+                "-p", json.dumps({"status": body["status"]}),
+            )  # fmt: skip
         replicas = body["spec"]["replicas"]
-        indices: dict[str, dict[Any, list[Any]]] = {
-            RRD_INDEX: {KEY: [body]},
-            POD_INDEX: {KEY: [pod(n, ip) for n, ip in zip(fakes, IPS, strict=True)][:replicas]},
-        }
-        api = RecordingApi(indices=indices, serves_monitoring=serves_monitoring)
+        pods = [pod(n, ip) for n, ip in zip(fakes, IPS, strict=True)][:replicas]
+        indices: dict[str, dict[Any, list[Any]]] = {Index.RRD: {}, Index.POD: {KEY: pods}}
+        real = KubeApi.from_environment(kubeconfig=str(local_cluster.kubeconfig), threads=2)
+        apis.append(real)
+        api = ClusterApi(real, pods, serves_monitoring=serves_monitoring)
+        actuator = Actuator(api)
         clock = [1000.0]
         autoscaler = Autoscaler(
-            api=api,
+            actuator=actuator,
             world=World(indices),
             options=AutoscalerOptions(inference_port=inference_port, sidecar_port=sidecar_port),
-            monitoring=MonitoringSync(api=api, clock=lambda: clock[0]),
+            monitoring=MonitoringSync(api=api, actuator=actuator, clock=lambda: clock[0]),
             clock=lambda: clock[0],
         )
+        h = Harness(
+            autoscaler=autoscaler,
+            api=api,
+            pods=fakes,
+            clock=clock,
+            cluster=local_cluster,
+            indices=indices,
+        )
+        await asyncio.to_thread(h.refresh)
         await autoscaler.start(loop=loop)
         autoscalers.append(autoscaler)
-        return Harness(autoscaler=autoscaler, api=api, pods=fakes, clock=clock)
+        return h
 
     yield build
     for autoscaler in autoscalers:
         await autoscaler.stop()
     for runner in runners:
         await runner.cleanup()
+    for real in apis:
+        real.close()
+    local_cluster.kubectl("delete", "rrd", KEY[1], "-n", KEY[0], "--ignore-not-found")
 
 
 async def test_backlog_scales_up_through_the_scale_subresource(make: Any) -> None:
@@ -250,8 +327,8 @@ async def test_external_mode_never_scales(make: Any) -> None:
         starts_at="",
         summary="",
     )
-    h.body()["spec"]["monitoring"] = {"alertWebhook": True}
-    assert await h.autoscaler.act(alert) == "unchanged: spec.autoscaling.mode is external"
+    await asyncio.to_thread(h.patch_spec, {"monitoring": {"alertWebhook": True}})
+    assert await h.act(alert) == "unchanged: spec.autoscaling.mode is external"
     assert h.scales() == []
 
 
@@ -326,28 +403,26 @@ async def test_webhook_actions_share_bounds_cooldown_and_opt_in(make: Any) -> No
             summary="Pairs queue up",
         )
 
-    assert await h.autoscaler.act(alert("scale-up", name="nope")) == (
+    assert await h.act(alert("scale-up", name="nope")) == (
         "ignored: unknown RerankerDeployment search/nope"
     )
-    assert await h.autoscaler.act(alert("scale-up")) == (
-        "ignored: spec.monitoring.alertWebhook is false"
-    )
-    h.body()["spec"]["monitoring"] = {"alertWebhook": True}
-    assert await h.autoscaler.act(alert("scale-up")) == "acted: scaled 1 -> 2"
+    assert await h.act(alert("scale-up")) == ("ignored: spec.monitoring.alertWebhook is false")
+    await asyncio.to_thread(h.patch_spec, {"monitoring": {"alertWebhook": True}})
+    assert await h.act(alert("scale-up")) == "acted: scaled 1 -> 2"
     assert h.body()["status"]["lastScale"]["reason"] == (
         "alert KuberankQueueBacklog: Pairs queue up (Alertmanager webhook)"
     )
-    assert (await h.autoscaler.act(alert("scale-up"))).startswith("unchanged: inside the cooldown")
+    assert (await h.act(alert("scale-up"))).startswith("unchanged: inside the cooldown")
     # The builtin evaluator honours the cooldown the webhook started.
     h.pods["bge-a"].inference = inference_text(queue=100)
     for t in (1000, 1005, 1010, 1015):
         await h.evaluate(at=t)
     assert h.scales() == [(1, 2)]
     # The Deployment's second pod exists and is ready: one may be restarted.
-    h.api.indices[POD_INDEX][KEY].append(pod("bge-b", IPS[1]))
-    outcome = await h.autoscaler.act(alert("restart-pod", pod="bge-a"))
+    h.api.pods.append(pod("bge-b", IPS[1]))
+    outcome = await h.act(alert("restart-pod", pod="bge-a"))
     assert outcome == "acted: restarted pod bge-a"
-    assert (await h.autoscaler.act(alert("restart-pod", pod="bge-a"))).startswith(
+    assert (await h.act(alert("restart-pod", pod="bge-a"))).startswith(
         "unchanged: pod bge-a is gone"
     )
 
@@ -359,7 +434,7 @@ async def test_monitoring_objects_follow_the_spec_where_the_crds_exist(make: Any
     await h.evaluate(at=1005)
     applies = [a for w, a in h.api.calls if w == "apply"]
     assert sorted(applies) == ["PodMonitor", "PrometheusRule"], "applied once, not every time"
-    body["spec"]["monitoring"] = {"podMonitor": False, "prometheusRule": True}
+    await asyncio.to_thread(h.patch_spec, {"monitoring": {"podMonitor": False}})
     await h.evaluate(at=1010)
     assert [a for w, a in h.api.calls if w == "delete-object"] == ["PodMonitor"]
 
@@ -392,10 +467,46 @@ async def test_the_loop_evaluates_on_its_own_every_interval(make: Any) -> None:
     body["spec"]["autoscaling"]["scaleUp"]["forSeconds"] = 1
     h: Harness = await make(body, loop=True)
     h.pods["bge-a"].inference = inference_text(queue=40)
-    # The harness's clock stands still unless moved: move it as time passes.
+    # The harness's clock stands still unless moved: move it as time passes (and keep the
+    # index as fresh as the watch would).
     started = time.monotonic()
     deadline = started + 30
     while not h.scales() and time.monotonic() < deadline:
         h.clock[0] = 1000 + (time.monotonic() - started)
+        await asyncio.to_thread(h.refresh)
         await asyncio.sleep(0.05)
     assert h.scales() == [(1, 2)]
+
+
+async def test_each_status_field_has_one_writer(make: Any) -> None:
+    """Server-side apply with one field manager per writer: the API server records who owns
+    what, and no status field has two owners."""
+    h: Harness = await make(rrd(replicas=2, monitoring={"alertWebhook": True}))
+    await h.evaluate(at=1000)
+    h.pods["bge-a"].inference = inference_text(oom=2)
+    h.pods["bge-b"].inference = inference_text(budget=4096)
+    await h.evaluate(at=1005)
+    await h.evaluate(at=1010)
+    scale_up = AlertRequest(
+        alertname="KuberankQueueBacklog",
+        action="scale-up",
+        status="firing",
+        namespace=KEY[0],
+        name=KEY[1],
+        pod=None,
+        fingerprint="f",
+        starts_at="",
+        summary="Pairs queue up",
+    )
+    assert await h.act(scale_up) == "acted: scaled 2 -> 3"
+    owners = h.status_managers()
+    restart_record = {"restarts", "lastRestartTime", "lastReason", "lastPod", "restartsLastHour"}
+    assert owners[StatusWriter.AUTOSCALER] == {"lastScale"}
+    assert owners[StatusWriter.OOM_RESTARTS] == {"oom"} | {f"oom.{f}" for f in restart_record}
+    assert owners[StatusWriter.TOKEN_BUDGET] == {"oom", "oom.reducedMaxBatchTokens"}
+    leaves = [f for fields in owners.values() for f in fields if f != "oom"]
+    assert len(leaves) == len(set(leaves)), owners
+    status = h.body()["status"]
+    assert status["oom"]["reducedMaxBatchTokens"] == 4096
+    assert status["oom"]["lastPod"] == "bge-a"
+    assert status["lastScale"]["to"] == 3
