@@ -282,7 +282,8 @@ async def make(local_cluster: LocalCluster, search_namespace: str) -> AsyncItera
             indices=indices,
         )
         await asyncio.to_thread(h.refresh)
-        await autoscaler.start(loop=loop)
+        if loop:
+            await autoscaler.start()
         autoscalers.append(autoscaler)
         return h
 

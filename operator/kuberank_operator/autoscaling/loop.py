@@ -82,13 +82,15 @@ class Autoscaler:
 
     # --- lifecycle -----------------------------------------------------------------------
 
-    async def start(self, *, loop: bool = True) -> None:
-        """Open the scrape session and start the loop (loop=False: the caller drives
-        evaluate() itself, as tests and benchmarks do)."""
+    async def start(self) -> None:
+        """Start the loop (evaluate() may also be called on its own: it opens the session)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
+
+    def _scrape_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = new_session(timeout_s=5.0)
-        if loop and self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="kuberank-autoscaler")
+        return self._session
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -181,9 +183,8 @@ class Autoscaler:
             PodTarget(pod=p.name, ip=p.ip, sidecar=resource.spec.sidecar.enabled)
             for p in scraped_pods(pods)
         ]
-        assert self._session is not None
         scrapes = await scrape_pods(
-            self._session,
+            self._scrape_session(),
             targets,
             taken_at=tick,
             inference_port=self._options.inference_port,

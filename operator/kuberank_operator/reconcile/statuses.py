@@ -22,7 +22,6 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CAPACITY_LIMITED = "CapacityLimited"
 TUNING_APPLIED = "TuningApplied"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED, TUNING_APPLIED)
 
 # The reconciler's fields besides observedGeneration, state, reason and conditions: an invalid
 # spec keeps them as last written (the reconciler applies all it owns every time).

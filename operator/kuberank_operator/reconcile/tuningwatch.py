@@ -71,10 +71,9 @@ class TuningWatch:
         watched = self._watched.get(key)
         return None if watched is None else dict(watched.states)
 
-    async def start(self, *, loop: bool = True) -> None:
-        if self._session is None:
-            self._session = new_session(timeout_s=self._options.timeout_s)
-        if loop and self._task is None:
+    async def start(self) -> None:
+        """Start the loop (observe() may also be called on its own: it opens the session)."""
+        if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="kuberank-tuning-watch")
 
     async def stop(self) -> None:
@@ -120,7 +119,8 @@ class TuningWatch:
 
     async def observe(self, key: Key) -> bool:
         """Read the pods' tuning once; True when it changed (and on_change was called)."""
-        assert self._session is not None, "start() first"
+        if self._session is None:
+            self._session = new_session(timeout_s=self._options.timeout_s)
         watched = self._watched.setdefault(key, _Watched())
         pods = scraped_pods(self._world.pods(key))
         targets = [PodTarget(pod=p.name, ip=p.ip) for p in pods]

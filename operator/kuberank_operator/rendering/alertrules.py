@@ -231,7 +231,6 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
 
 
 ALERT_NAMES: tuple[str, ...] = tuple(a.name for a in _alerts(DEFAULT_THRESHOLDS, {}))
-ALERT_ACTIONS: dict[str, Action] = {a.name: a.action for a in _alerts(DEFAULT_THRESHOLDS, {})}
 
 
 def runbook_slug(alert_name: str) -> str:

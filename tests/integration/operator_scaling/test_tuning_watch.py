@@ -106,7 +106,6 @@ async def harness() -> AsyncIterator[Harness]:
 
 
 async def test_observe_reports_changes_once_and_enqueues(harness: Harness) -> None:
-    await harness.watch.start(loop=False)
     assert await harness.watch.observe(TUNED)
     assert harness.changed == [TUNED]
     assert harness.watch.states(TUNED) == {
