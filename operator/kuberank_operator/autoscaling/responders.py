@@ -18,7 +18,8 @@ from kuberank_operator.cluster.kubeapi import KubeApi
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
 from kuberank_operator.model.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
-from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL, http_sd_groups
+from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
+from kuberank_operator.rendering.monitoring import http_sd_groups
 
 logger = logging.getLogger(__name__)
 

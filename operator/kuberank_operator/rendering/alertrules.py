@@ -11,7 +11,7 @@ Pure functions: objects in, objects out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -95,7 +95,7 @@ DEFAULT_THRESHOLDS = thresholds_from_policies(
 )
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     """A Prometheus duration in the largest whole unit: 600 -> "10m", 90 -> "90s"."""
     whole = max(0, round(seconds))
     for unit, size in (("h", 3600), ("m", 60)):
@@ -143,7 +143,7 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             summary=f"Pairs queue up in {where}",
             description=(
                 'On average {{ $value | printf "%.0f" }} pairs wait per pod, above '
-                f"{_num(t.queue_depth)} for {_duration(t.up_for_s)}. The operator adds a pod."
+                f"{_num(t.queue_depth)} for {duration(t.up_for_s)}. The operator adds a pod."
             ),
         ),
         _Alert(
@@ -152,14 +152,14 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             severity="warning",
             expr=(
                 f"histogram_quantile(0.99, sum by ({GROUP_BY}, le) "
-                f"(rate({REQUEST_DURATION_BUCKET}{sel}[{_duration(t.rate_window_s)}]))) * 1000 "
+                f"(rate({REQUEST_DURATION_BUCKET}{sel}[{duration(t.rate_window_s)}]))) * 1000 "
                 f"> {_num(t.p99_latency_ms)}"
             ),
             for_s=t.up_for_s,
             summary=f"p99 request latency is high in {where}",
             description=(
                 'p99 latency is {{ $value | printf "%.0f" }} ms, above '
-                f"{_num(t.p99_latency_ms)} ms for {_duration(t.up_for_s)}. "
+                f"{_num(t.p99_latency_ms)} ms for {duration(t.up_for_s)}. "
                 "The operator adds a pod."
             ),
         ),
@@ -172,7 +172,7 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             summary=f"GPUs of {where} are saturated",
             description=(
                 'Mean GPU utilization is {{ $value | printf "%.0f" }} %, above '
-                f"{_num(t.gpu_utilization)} % for {_duration(t.up_for_s)}. The operator adds a pod."
+                f"{_num(t.gpu_utilization)} % for {duration(t.up_for_s)}. The operator adds a pod."
             ),
         ),
         _Alert(
@@ -191,7 +191,7 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             description=(
                 'Mean GPU utilization is {{ $value | printf "%.0f" }} %, below '
                 f"{_num(t.down_gpu_utilization)} % with an empty queue for "
-                f"{_duration(t.down_for_s)}. The operator removes a pod, down to minReplicas."
+                f"{duration(t.down_for_s)}. The operator removes a pod, down to minReplicas."
             ),
         ),
         _Alert(
@@ -199,14 +199,14 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             action="restart-pod",
             severity="warning",
             expr=(
-                f"sum {by_pod} (increase({CUDA_OOM_TOTAL}{sel}[{_duration(t.oom_window_s)}])) "
+                f"sum {by_pod} (increase({CUDA_OOM_TOTAL}{sel}[{duration(t.oom_window_s)}])) "
                 f">= {t.oom_max_events}"
             ),
             for_s=0,
             summary="Pod {{ $labels.pod }} keeps running out of GPU memory",
             description=(
                 '{{ $value | printf "%.0f" }} CUDA out-of-memory errors in '
-                f"{_duration(t.oom_window_s)} (limit {t.oom_max_events}). The operator restarts "
+                f"{duration(t.oom_window_s)} (limit {t.oom_max_events}). The operator restarts "
                 "the pod, within spec.oom.maxRestartsPerHour."
             ),
         ),
@@ -223,7 +223,7 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
             summary="Pod {{ $labels.pod }} is stuck after critical XID {{ $value }}",
             description=(
                 "Its GPU reported a critical XID and the inference server has not been ready "
-                f"for {_duration(t.stuck_s)}. The operator restarts the pod; if the XID "
+                f"for {duration(t.stuck_s)}. The operator restarts the pod; if the XID "
                 "returns, the GPU needs a reset or replacement."
             ),
         ),
@@ -255,7 +255,7 @@ def render_rule_groups(
     for alert in _alerts(thresholds, dict(matchers or {})):
         rule: dict[str, Any] = {"alert": alert.name, "expr": alert.expr}
         if alert.for_s > 0:
-            rule["for"] = _duration(alert.for_s)
+            rule["for"] = duration(alert.for_s)
         rule["labels"] = {"severity": alert.severity, ACTION_LABEL: alert.action}
         rule["annotations"] = {
             "summary": alert.summary,
@@ -290,7 +290,7 @@ def render_rules_file(
     return RULES_FILE_HEADER + body
 
 
-def _owner(owner: Mapping[str, Any]) -> list[dict[str, Any]]:
+def owner_references(owner: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "apiVersion": owner["apiVersion"],
@@ -320,7 +320,7 @@ def render_prometheus_rule(
             "name": f"{name}-kuberank",
             "namespace": namespace,
             "labels": dict(labels),
-            "ownerReferences": _owner(owner),
+            "ownerReferences": owner_references(owner),
         },
         "spec": {
             "groups": render_rule_groups(
@@ -331,72 +331,6 @@ def render_prometheus_rule(
             )
         },
     }
-
-
-def render_pod_monitor(
-    *,
-    owner: Mapping[str, Any],
-    pod_selector: Mapping[str, str],
-    cr_pod_label: str,
-    labels: Mapping[str, str],
-    interval_s: float,
-    port_names: Sequence[str] = (INFERENCE_PORT_NAME, SIDECAR_PORT_NAME),
-) -> dict[str, Any]:
-    """The PodMonitor scraping the inference and sidecar ports of one RerankerDeployment's pods.
-
-    `cr_pod_label` is the pod label holding the RerankerDeployment's name; it becomes the
-    `rerankerdeployment` label the rules group by. Prometheus Operator adds namespace and pod.
-    """
-    name = owner["metadata"]["name"]
-    meta_label = "__meta_kubernetes_pod_label_" + "".join(
-        c if c.isalnum() else "_" for c in cr_pod_label
-    )
-    endpoints = [
-        {
-            "port": port,
-            "path": "/metrics",
-            "interval": _duration(interval_s),
-            "relabelings": [
-                {"sourceLabels": [meta_label], "targetLabel": CR_LABEL, "action": "replace"}
-            ],
-        }
-        for port in port_names
-    ]
-    return {
-        "apiVersion": PROMETHEUS_RULE_API,
-        "kind": "PodMonitor",
-        "metadata": {
-            "name": f"{name}-kuberank",
-            "namespace": owner["metadata"]["namespace"],
-            "labels": dict(labels),
-            "ownerReferences": _owner(owner),
-        },
-        "spec": {
-            "selector": {"matchLabels": dict(pod_selector)},
-            "podMetricsEndpoints": endpoints,
-        },
-    }
-
-
-def http_sd_groups(
-    pods: Mapping[tuple[str, str], Sequence[tuple[str, str]]],
-    *,
-    ports: Sequence[int],
-) -> list[dict[str, Any]]:
-    """Prometheus HTTP service discovery target groups: per pod its metrics ports, labelled as
-    the rules group (namespace, pod, rerankerdeployment). `pods` maps (namespace, name) to
-    (pod name, pod IP) pairs."""
-    groups: list[dict[str, Any]] = []
-    for (namespace, name), members in sorted(pods.items()):
-        for pod, ip in sorted(members):
-            host = f"[{ip}]" if ":" in ip else ip
-            groups.append(
-                {
-                    "targets": [f"{host}:{port}" for port in ports],
-                    "labels": {NAMESPACE_LABEL: namespace, CR_LABEL: name, POD_LABEL: pod},
-                }
-            )
-    return groups
 
 
 def main() -> None:

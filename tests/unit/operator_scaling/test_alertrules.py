@@ -16,13 +16,12 @@ from kuberank_operator.rendering.alertrules import (
     ALERT_NAMES,
     DEFAULT_THRESHOLDS,
     AlertThresholds,
-    http_sd_groups,
-    render_pod_monitor,
     render_prometheus_rule,
     render_rule_groups,
     render_rules_file,
     runbook_slug,
 )
+from kuberank_operator.rendering.monitoring import http_sd_groups, render_pod_monitor
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "kuberank-rules.yaml"
