@@ -197,8 +197,10 @@ class Harness:
         return [args for what, args in self.api.calls if what == "scale"]
 
     def body(self) -> dict[str, Any]:
-        """The RerankerDeployment as the API server stores it."""
+        """The RerankerDeployment as the API server stores it (no reconciler runs here: status
+        is {} until the autoscaler writes some)."""
         body: dict[str, Any] = self.cluster.kubectl_json("get", "rrd", KEY[1], "-n", KEY[0])
+        body.setdefault("status", {})
         return body
 
     def patch_spec(self, spec: dict[str, Any]) -> None:
@@ -209,7 +211,10 @@ class Harness:
     def status_managers(self) -> dict[str, set[str]]:
         """Per field manager, the top-level status fields (and oom's fields) it owns."""
         owned: dict[str, set[str]] = {}
-        for entry in self.body()["metadata"].get("managedFields") or []:
+        stored = self.cluster.kubectl_json(
+            "get", "rrd", KEY[1], "-n", KEY[0], "--show-managed-fields"
+        )
+        for entry in stored["metadata"].get("managedFields") or []:
             status = (entry.get("fieldsV1") or {}).get("f:status") or {}
             fields = {k[2:] for k in status if k.startswith("f:")}
             fields |= {f"oom.{k[2:]}" for k in status.get("f:oom") or {} if k.startswith("f:")}
@@ -464,7 +469,8 @@ async def test_a_pod_lowering_its_token_budget_is_reported_in_status(make: Any) 
 
 async def test_the_loop_evaluates_on_its_own_every_interval(make: Any) -> None:
     body = rrd()
-    body["spec"]["autoscaling"]["intervalSeconds"] = 1
+    # The CRD's shortest interval (the API server refuses a shorter one).
+    body["spec"]["autoscaling"]["intervalSeconds"] = 5
     body["spec"]["autoscaling"]["scaleUp"]["forSeconds"] = 1
     h: Harness = await make(body, loop=True)
     h.pods["bge-a"].inference = inference_text(queue=40)

@@ -73,9 +73,12 @@ def test_only_the_leader_acts_and_a_standby_takes_over(
     wait_for_state(local_cluster, ns, "ranker", ready_with(1), what="Ready under the leader")
     assert holder() == leader_identity, "the first replica kept the Lease"
     assert counted(first, "kuberank_operator_applies_total") >= 1
-    deployment = local_cluster.kubectl_json("get", "deployment", "ranker", "-n", ns)
+    deployment = local_cluster.kubectl_json(
+        "get", "deployment", "ranker", "-n", ns, "--show-managed-fields"
+    )
     assert managers(deployment, of="spec") == {FIELD_MANAGER}
-    assert StatusWriter.RECONCILER in managers(get_rrd(local_cluster, ns, "ranker"), of="status")
+    rrd = local_cluster.kubectl_json("get", "rrd", "ranker", "-n", ns, "--show-managed-fields")
+    assert StatusWriter.RECONCILER in managers(rrd, of="status")
     # A standby must not act: it has reconciled nothing and applied nothing.
     assert counted(second, "kuberank_operator_reconciles_total") == 0
     assert counted(second, "kuberank_operator_applies_total") == 0
