@@ -34,6 +34,7 @@ from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_po
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
 from kuberank_operator.model.resources import Key
+from kuberank_operator.model.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
 from kuberank_operator.telemetry import metrics
 
 logger = logging.getLogger(__name__)
@@ -50,8 +51,8 @@ class AutoscalerOptions:
     tick_s: float = 0.2
     # Scrapes and evaluations of different resources that may run at once.
     concurrency: int = 8
-    inference_port: int = 8080
-    sidecar_port: int = 9400
+    inference_port: int = INFERENCE_METRICS_PORT
+    sidecar_port: int = SIDECAR_METRICS_PORT
 
 
 class Autoscaler:

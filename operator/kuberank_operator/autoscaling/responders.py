@@ -18,7 +18,6 @@ from kuberank_operator.cluster.kubeapi import KubeApi
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
 from kuberank_operator.model.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
-from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
 from kuberank_operator.rendering.monitoring import http_sd_groups
 
 logger = logging.getLogger(__name__)
@@ -28,13 +27,13 @@ logger = logging.getLogger(__name__)
 class ResponderOptions:
     """The operator-wide settings the responders read (from the command line)."""
 
-    builtin_evaluator: bool = True
-    alert_webhook: bool = False
-    alert_webhook_host: str = "0.0.0.0"
-    alert_webhook_port: int = 8443
-    alert_webhook_token_secret: str = ""
-    alert_webhook_token_key: str = "token"
-    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+    builtin_evaluator: bool
+    alert_webhook: bool
+    alert_webhook_host: str
+    alert_webhook_port: int
+    alert_webhook_token_secret: str
+    alert_webhook_token_key: str
+    runbook_base_url: str
 
 
 @dataclass

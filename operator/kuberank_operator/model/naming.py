@@ -48,6 +48,9 @@ ANNOTATION_MODEL = "kuberank.dev/model"
 INFERENCE_CONTAINER = "inference"
 SIDECAR_CONTAINER = "gpu-sidecar"
 INFERENCE_PORT = 8080
+# Container port names in the pod template; the PodMonitor scrapes them by name.
+INFERENCE_PORT_NAME = "http"
+SIDECAR_PORT_NAME = "gpu-metrics"
 SIDECAR_PORT = 9400
 HANDSHAKE_DIR = "/var/run/kuberank"
 HANDSHAKE_FILE = f"{HANDSHAKE_DIR}/device.json"

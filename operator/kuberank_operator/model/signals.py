@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
-INFERENCE_METRICS_PORT = 8080
-SIDECAR_METRICS_PORT = 9400
+from kuberank_operator.model import naming
+
+INFERENCE_METRICS_PORT = naming.INFERENCE_PORT
+SIDECAR_METRICS_PORT = naming.SIDECAR_PORT
 
 QUEUE_DEPTH = "kuberank_inference_queue_depth"
 PAIRS_IN_FLIGHT = "kuberank_inference_pairs_in_flight"

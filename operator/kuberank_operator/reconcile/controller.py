@@ -41,8 +41,9 @@ CAPACITY_DEBOUNCE_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class ControllerOptions:
-    workers: int = 4
-    resync_seconds: float = 300.0
+    # From the command line (settings.OperatorConfig holds the defaults).
+    workers: int
+    resync_seconds: float
     render: RenderOptions = field(default_factory=RenderOptions)
 
 

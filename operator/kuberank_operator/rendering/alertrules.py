@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
+from kuberank_operator.model import naming
 from kuberank_operator.model.policies import (
     CRITICAL_XIDS,
     OomPolicy,
@@ -47,9 +48,8 @@ GROUP_BY = f"{NAMESPACE_LABEL}, {CR_LABEL}"
 
 DEFAULT_RUNBOOK_BASE_URL = "https://github.com/kuberank/kuberank/blob/main/docs/runbooks"
 PROMETHEUS_RULE_API = "monitoring.coreos.com/v1"
-# Container port names in the pod template (rendering.py).
-INFERENCE_PORT_NAME = "http"
-SIDECAR_PORT_NAME = "gpu-metrics"
+INFERENCE_PORT_NAME = naming.INFERENCE_PORT_NAME
+SIDECAR_PORT_NAME = naming.SIDECAR_PORT_NAME
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,10 @@ class RenderOptions:
     sidecar_pod_resources: bool = False
 
 
+def _container_port(name: str, number: int) -> dict[str, Any]:
+    return {"name": name, "containerPort": number, "protocol": "TCP"}
+
+
 def _env(name: str, value: object) -> dict[str, Any]:
     return {"name": name, "value": str(value)}
 
@@ -194,7 +198,7 @@ def inference_container(spec: RerankerSpec) -> dict[str, Any]:
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["kuberank-inference"],
         "env": inference_env(spec),
-        "ports": [{"name": "http", "containerPort": naming.INFERENCE_PORT, "protocol": "TCP"}],
+        "ports": [_container_port(naming.INFERENCE_PORT_NAME, naming.INFERENCE_PORT)],
         "resources": _gpu_resources(spec),
         "startupProbe": _http_probe(
             "/ready", "http", period=STARTUP_PROBE_PERIOD_S, failures=STARTUP_PROBE_FAILURES
@@ -226,7 +230,7 @@ def sidecar_container(spec: RerankerSpec, options: RenderOptions) -> dict[str, A
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["kuberank-sidecar"],
         "env": sidecar_env(spec, options),
-        "ports": [{"name": "gpu-metrics", "containerPort": naming.SIDECAR_PORT, "protocol": "TCP"}],
+        "ports": [_container_port(naming.SIDECAR_PORT_NAME, naming.SIDECAR_PORT)],
         "resources": {k: dict(v) for k, v in spec.sidecar.resources.items()},
         # No readiness probe: a telemetry hiccup must not take the pod out of the Service.
         "livenessProbe": _http_probe("/healthz", "gpu-metrics", period=10, failures=3),
