@@ -5,7 +5,7 @@ controller's work queue, which lives on the event loop.
 
 Indexes keep small summaries of RerankerDeployments, their Deployments, Services,
 PodDisruptionBudgets and pods, every pod holding a GPU, and GPU nodes. Event handlers only put
-keys into the controller's work queue; the controller (reconciling.py) does the work. No
+keys into the controller's work queue; the controller (reconcile/controller.py) does the work. No
 handler here uses kopf's change-tracking (create/update/delete/timers), so kopf writes no
 annotations and no finalizers on RerankerDeployments: deletion is plain garbage collection.
 """

@@ -1,6 +1,6 @@
 """What the operator observes, reduced from raw API objects to the little it decides on.
 
-Pure: the index functions in main.py call these on watched bodies and keep only the summaries,
+Pure: the index functions in handlers.py call these on watched bodies and keep only the summaries,
 so memory stays small with many pods and nodes.
 """
 
