@@ -45,7 +45,7 @@ def _get(url: str) -> str:
 
 def operator_exposition() -> str:
     """The operator's metric families as its /metrics renders them (no cluster needed)."""
-    from kuberank_operator import autoscaler, metrics  # noqa: F401  (registers their metrics)
+    from kuberank_operator.telemetry import metrics  # every operator metric is defined there
 
     return generate_latest(metrics.REGISTRY).decode()
 

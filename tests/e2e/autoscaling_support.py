@@ -15,10 +15,9 @@ from typing import Any
 
 import yaml
 
-from kuberank_operator.alertrules import render_prometheus_rule, thresholds_from_policies
-from kuberank_operator.oomrestarts import oom_policy
-from kuberank_operator.scaling import scale_policy
-from kuberank_operator.specs import parse_spec
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.policies import oom_policy, scale_policy
+from kuberank_operator.rendering.alertrules import render_prometheus_rule, thresholds_from_policies
 from localcluster import LocalCluster, wait_until
 from localcluster.nodes import NODE_POOL_LABEL
 from tests.e2e.rerankers import OWNER_LABEL
