@@ -56,23 +56,23 @@ e2e: deps ## end-to-end tests on the local control plane
 
 GPU_TESTS := $(sort $(wildcard tests/*/*/test_*gpu*.py))
 test-gpu: ## gpu-marked tests, on a machine with an NVIDIA GPU (uses the python that has torch)
-	PYTHONPATH=operator:sidecar:inference:. $(PYTHON) -m pytest -c tests/gpu-pytest.ini \
+	PYTHONPATH=operator:sidecar:inference:.$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -m pytest -c tests/gpu-pytest.ini \
 	  --rootdir=. -m gpu $(PYTEST_ARGS) $(GPU_TESTS)
 
 demo: deps ## the main job on the embedded default: local cluster with fake GPU nodes, and more
-	@$(PY) -m tests.localcluster demo
+	@$(PY) -m localcluster demo
 
 cluster-up: deps ## start the local control plane (state in .run/cluster), print how to use it
-	@$(PY) -m tests.localcluster up
+	@$(PY) -m localcluster up
 
 cluster-down: venv ## stop the local control plane and remove its state
-	@$(PY) -m tests.localcluster down
+	@$(PY) -m localcluster down
 
 cluster-status: venv ## is the local control plane up?
-	@$(PY) -m tests.localcluster status
+	@$(PY) -m localcluster status
 
 docs: venv ## regenerate docs/configuration.md, the chart's parameter table, the Grafana dashboard
-	@$(PY) -m tests.docgen all
+	@$(PY) -m docgen all
 	@hack/sync-chart-files.sh
 
 sync-chart: ## copy crds/, dashboards/ and deploy/prometheus/ into charts/kuberank (Helm reads no outside file)

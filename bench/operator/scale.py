@@ -1,6 +1,6 @@
 """Operator scale benchmark (not a test): many RerankerDeployments on many fake GPU nodes.
 
-Starts a private local control plane (tests/localcluster) with `--nodes` kwok GPU nodes,
+Starts a private local control plane (localcluster) with `--nodes` kwok GPU nodes,
 applies the CRD, runs the real `kuberank-operator` as a subprocess (cluster-wide, defaults),
 applies `--resources` RerankerDeployments at once and measures the time until every one
 reports Ready, the operator's peak resident memory (sampled every 0.2 s), and what the
@@ -30,8 +30,8 @@ from typing import Any
 
 import psutil
 
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.cluster import free_ports
+from localcluster import LocalCluster, wait_until
+from localcluster.cluster import free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "rerankerdeployments.kuberank.dev.yaml"

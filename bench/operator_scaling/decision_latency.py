@@ -1,7 +1,7 @@
 """Decision latency benchmark (not a test): from a scale-up threshold's `for` expiring to the
 replica change written, for the builtin evaluator and for the Alertmanager webhook path.
 
-A private local control plane (tests/localcluster) runs one RerankerDeployment (1 replica) with
+A private local control plane (localcluster) runs one RerankerDeployment (1 replica) with
 a real GPU sidecar (fake NVML backend, polling every 0.25 s) on each kwok pod's loopback IP and
 the real `kuberank-operator`. Each trial waits a random part of an interval (so trials sample
 every phase of the evaluation clock), then at t0 sets every fake GPU to 97 % utilization (scale-up
@@ -38,16 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.autoscaling_support import (
-    Monitoring,
-    Namespace,
-    OperatorProcess,
-    PodServers,
-    install_crd,
-    operator_rules_yaml,
-    reranker,
-)
-from tests.localcluster import LocalCluster, running_cluster, wait_until
+from localcluster import LocalCluster, running_cluster, wait_until
+from tests.e2e.autoscaling_support import Namespace, operator_rules_yaml, reranker
+from tests.e2e.monitoring import Monitoring
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.pod_servers import PodServers
+from tests.e2e.rerankers import install_crd
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
@@ -149,7 +145,7 @@ def _path_setup(
         )  # fmt: skip
         operator = OperatorProcess(
             cluster,
-            namespace=ns.name,
+            namespaces=[ns.name],
             log_path=workdir / f"operator-{path}.log",
             builtin=path == "builtin",
             webhook_secret="alert-token",

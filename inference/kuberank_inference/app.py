@@ -4,6 +4,7 @@ warms it up, fits the token budget into device memory, starts the engine and tur
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import os
@@ -17,6 +18,7 @@ from kuberank_inference.config import ServerConfig, read_api_token
 from kuberank_inference.engine.batching import BatchEngine, EngineSettings
 from kuberank_inference.engine.budget import plan_token_budget
 from kuberank_inference.engine.contracts import ModelRunner
+from kuberank_inference.faults import OomInjection
 from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
 from kuberank_inference.metrics import InferenceMetrics
 from kuberank_inference.ranking import Ranker
@@ -56,21 +58,22 @@ def engine_settings(config: ServerConfig) -> EngineSettings:
 
 
 def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Application:
+    settings = engine_settings(config)
     metrics = InferenceMetrics()
     metrics.ready.set(0)
-    metrics.token_budget.set(config.max_batch_tokens)
+    metrics.token_budget.set(settings.max_batch_tokens)
     state = ServerState(
         metrics=metrics,
         payload_limit=config.payload_limit,
         max_client_batch_size=config.max_client_batch_size,
         api_token=read_api_token(config),
         limits_info={
-            "max_batch_tokens": config.max_batch_tokens,
-            "max_batch_requests": config.max_batch_requests,
-            "max_concurrent_pairs": config.max_concurrent_pairs,
+            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_requests": settings.max_batch_requests,
+            "max_concurrent_pairs": settings.max_concurrent_pairs,
             "max_client_batch_size": config.max_client_batch_size,
             "payload_limit": config.payload_limit,
-            "tokenization_workers": config.tokenization_workers,
+            "tokenization_workers": settings.tokenization_workers,
             "vram_safety_margin": config.vram_safety_margin,
             "auth": config.api_token is not None or config.api_token_file is not None,
         },
@@ -86,7 +89,7 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
     loaded: list[ServableModel] = []
 
     async def on_startup(app: web.Application) -> None:
-        bring_up.append(asyncio.create_task(_bring_up(app, config, load_model, loaded)))
+        bring_up.append(asyncio.create_task(_bring_up(app, config, settings, load_model, loaded)))
 
     async def on_cleanup(app: web.Application) -> None:
         for task in bring_up:
@@ -105,6 +108,7 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
 async def _bring_up(
     app: web.Application,
     config: ServerConfig,
+    settings: EngineSettings,
     load_model: ModelLoader,
     loaded: list[ServableModel],
 ) -> None:
@@ -112,15 +116,14 @@ async def _bring_up(
     try:
         model = await asyncio.to_thread(load_model)
         loaded.append(model)
+        if config.debug_fault_injection:
+            model = state.faults = OomInjection(model)
         info = model.info
-        await asyncio.to_thread(model.warm_up, max_batch_tokens=config.max_batch_tokens)
-        ceiling = await asyncio.to_thread(_fit_budget, model, config)
-        engine = BatchEngine(
-            runner=model,
-            settings=engine_settings(config),
-            metrics=state.metrics,
-            token_ceiling=ceiling,
+        await asyncio.to_thread(model.warm_up, max_batch_tokens=settings.max_batch_tokens)
+        fitted = await asyncio.to_thread(
+            _fit_budget, model, settings, safety_margin=config.vram_safety_margin
         )
+        engine = BatchEngine(runner=model, settings=fitted, metrics=state.metrics)
         engine.start()
         state.engine = engine
         state.info = info
@@ -151,26 +154,29 @@ async def _bring_up(
     )
 
 
-def _fit_budget(model: ServableModel, config: ServerConfig) -> int:
-    """The configured token budget, capped by device memory under the safety margin."""
+def _fit_budget(
+    model: ServableModel, settings: EngineSettings, *, safety_margin: float
+) -> EngineSettings:
+    """The engine's settings with the configured token budget capped by device memory."""
     memory = model.device_memory()
     floor = model.info.max_input_length
-    if config.max_batch_tokens < floor:
+    configured = settings.max_batch_tokens
+    if configured < floor:
         log.warning(
             "--max-batch-tokens %d is below the max input length %d: long sequences run alone",
-            config.max_batch_tokens,
+            configured,
             floor,
         )
     if memory is None:
-        return config.max_batch_tokens
-    per_token = model.activation_bytes_per_token(tokens=min(config.max_batch_tokens, 8 * floor))
+        return settings
+    per_token = model.activation_bytes_per_token(tokens=min(configured, 8 * floor))
     plan = plan_token_budget(
-        configured=config.max_batch_tokens,
+        configured=configured,
         device_total_bytes=memory.total,
-        safety_margin=config.vram_safety_margin,
+        safety_margin=safety_margin,
         resident_bytes=model.resident_bytes(),
         bytes_per_token=per_token,
-        batches_in_flight=engine_settings(config).batches_in_flight,
+        batches_in_flight=settings.batches_in_flight,
         floor=floor,
     )
     log.info(
@@ -180,7 +186,7 @@ def _fit_budget(model: ServableModel, config: ServerConfig) -> int:
         plan.token_budget,
         " (limited by memory)" if plan.limited_by_memory else "",
     )
-    return plan.token_budget
+    return dataclasses.replace(settings, max_batch_tokens=plan.token_budget)
 
 
 def _write_handshake(config: ServerConfig, model: ServableModel) -> None:

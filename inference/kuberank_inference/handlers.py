@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +29,7 @@ from kuberank_inference.failures import (
     PayloadTooLargeError,
     UnauthorizedError,
 )
+from kuberank_inference.faults import OomInjection
 from kuberank_inference.metrics import InferenceMetrics
 from kuberank_inference.ranking import Ranker
 
@@ -79,6 +79,7 @@ class ServerState:
     limits_info: dict[str, Any]
     api_token: str | None = None
     engine: BatchEngine | None = None
+    faults: OomInjection | None = None
     ranker: Ranker | None = None
     info: ModelInfo | None = None
     ready: bool = False
@@ -108,6 +109,7 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
         started = time.monotonic()
         if counted:
             state.active_requests += 1
+            state.metrics.requests_in_flight.set(state.active_requests)
             state.idle.clear()
         status = 500
         try:
@@ -120,6 +122,7 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
         finally:
             if counted:
                 state.active_requests -= 1
+                state.metrics.requests_in_flight.set(state.active_requests)
                 if state.active_requests == 0:
                     state.idle.set()
             state.metrics.requests.labels(endpoint, str(status)).inc()
@@ -271,7 +274,7 @@ class Handlers:
             for v in embedded.vectors
         ]
         if parsed.dimensions is not None:
-            vectors = [rendering.normalized(v) for v in vectors]
+            vectors = await asyncio.to_thread(rendering.normalized_rows, vectors)
         info = self._state.info
         return web.json_response(
             rendering.render_openai_embeddings(
@@ -349,10 +352,10 @@ class Handlers:
 
     async def inject_oom(self, request: web.Request) -> web.Response:
         count = payloads.parse_inject_oom(await self._body(request))
-        engine = self._state.engine
-        if engine is None:
+        faults = self._state.faults
+        if faults is None or self._state.engine is None:
             raise NotReadyError("the model is still loading")
-        engine.inject_oom(count)
+        faults.inject_oom(count)
         return web.json_response({"injected": count})
 
 
@@ -363,7 +366,3 @@ def _version() -> str:
         return version("kuberank")
     except PackageNotFoundError:
         return "unknown"
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))

@@ -109,6 +109,12 @@ class InferenceMetrics:
             "requests that would push this over --max-concurrent-pairs get 429.",
             registry=r,
         )
+        self.requests_in_flight = Gauge(
+            "kuberank_inference_requests_in_flight",
+            "Requests on the API routes being answered now; on SIGTERM the server waits for "
+            "them (up to --shutdown-timeout) before it exits.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "kuberank_inference_batch_size",
             "Sequences (pairs or texts) per batch.",

@@ -1,8 +1,10 @@
 """Scores and embeddings from the engine's raw outputs, whatever the model's task: a cross-encoder
-scores pairs; an embedding model reranks by cosine similarity. No HTTP, no torch."""
+scores pairs; an embedding model reranks by cosine similarity (numpy, off the event loop). No
+HTTP, no torch."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +18,7 @@ from kuberank_inference.engine.contracts import (
     TextsInput,
 )
 from kuberank_inference.failures import InputTooLongError, WrongTaskError
-from kuberank_inference.rendering import activate, cosine_scores, normalized
+from kuberank_inference.rendering import activate, cosine_scores, normalized_rows
 
 
 class Runs(Protocol):
@@ -63,7 +65,8 @@ class Ranker:
             where = "query" if error.index == 0 else f"{field}[{error.index - 1}]"
             raise error.renamed(where) from None
         vectors = [_as_vector(out) for out in done.outputs]
-        return cosine_scores(vectors[0], vectors[1:])
+        # the vector math runs in numpy on a worker thread, never on the event loop
+        return await asyncio.to_thread(cosine_scores, vectors[0], vectors[1:])
 
     async def embed(
         self,
@@ -87,7 +90,7 @@ class Ranker:
         if normalize is None:
             normalize = self._info.normalizes_embeddings
         if normalize:
-            vectors = [normalized(vector) for vector in vectors]
+            vectors = await asyncio.to_thread(normalized_rows, vectors)
         return Embeddings(vectors, done.num_tokens)
 
 

@@ -28,10 +28,10 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         source = resolve_model(config.model)
         settings = RunnerSettings(
             source=source,
-            task=config.task,  # type: ignore[arg-type]
+            task=config.task,
             device=config.device,
             dtype=config.dtype,
-            attention=config.attention,  # type: ignore[arg-type]
+            attention=config.attention,
             max_input_length=config.max_input_length,
             model_id=config.model_id,
             vram_safety_margin=config.vram_safety_margin,
@@ -43,7 +43,7 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
 
             return ModelProcess(
                 settings,
-                warm_up_tokens=config.max_batch_tokens,
+                max_batch_tokens=config.max_batch_tokens,
                 batches_in_flight=config.batches_in_flight,
             )
         from kuberank_inference.torchmodel.runner import TorchRunner

@@ -21,17 +21,22 @@ from typing import Any
 
 import kopf
 
-from kuberank_operator import naming
-from kuberank_operator.config import OperatorConfig
-from kuberank_operator.electing import ElectionOptions, Elector
-from kuberank_operator.indexes import World
-from kuberank_operator.kubeapi import KubeApi
-from kuberank_operator.metrics import REGISTRY, QueueCollector, StateCollector
-from kuberank_operator.reconciling import Controller, ControllerOptions
-from kuberank_operator.rendering import RenderOptions
-from kuberank_operator.responders import start_responders, stop_responders
-from kuberank_operator.serving import OpsServer
-from kuberank_operator.tuningwatch import TuningWatch
+from kuberank_operator.autoscaling.responders import (
+    ResponderOptions,
+    start_responders,
+    stop_responders,
+)
+from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.electing import ElectionOptions, Elector
+from kuberank_operator.cluster.kubeapi import KubeApi
+from kuberank_operator.model import naming
+from kuberank_operator.model.indexes import World, require_indexes
+from kuberank_operator.reconcile.controller import Controller, ControllerOptions
+from kuberank_operator.reconcile.tuningwatch import TuningWatch
+from kuberank_operator.rendering.children import RenderOptions
+from kuberank_operator.settings import OperatorConfig
+from kuberank_operator.telemetry.metrics import REGISTRY, QueueCollector, StateCollector
+from kuberank_operator.telemetry.serving import OpsServer
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,7 @@ class Runtime:
     config: OperatorConfig
     ready: threading.Event
     api: KubeApi | None = None
+    actuator: Actuator | None = None
     controller: Controller | None = None
     server: OpsServer | None = None
     collectors: tuple[Any, ...] = ()
@@ -71,9 +77,9 @@ def configure_kopf(settings: kopf.OperatorSettings, config: OperatorConfig) -> N
 def state_counts(world: World) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for key in world.rrd_keys():
-        body = world.rrd(key)
-        if body is not None:
-            counts[str((body.get("status") or {}).get("state") or "Unknown")] += 1
+        view = world.rrd(key)
+        if view is not None:
+            counts[str(view.status.get("state") or "Unknown")] += 1
     return dict(counts)
 
 
@@ -82,12 +88,14 @@ async def start(
 ) -> None:
     config = runtime.config
     configure_kopf(settings, config)
+    require_indexes(indices)
     world = runtime.world = World(indices)
     runtime.api = KubeApi.from_environment(kubeconfig=config.kubeconfig, threads=config.api_threads)
+    actuator = runtime.actuator = Actuator(runtime.api)
     # Tuning results change without any Kubernetes event: the watch enqueues the resource.
     runtime.tuning = TuningWatch(world=world, on_change=lambda key: controller.enqueue(key))
     controller = Controller(
-        api=runtime.api,
+        actuator=actuator,
         world=world,
         tuning_states=runtime.tuning.states,
         options=ControllerOptions(
@@ -123,6 +131,7 @@ async def start(
         return
     runtime.elector = Elector(
         api=runtime.api,
+        actuator=actuator,
         options=ElectionOptions(
             namespace=config.leader_election_namespace,
             name=config.leader_election_lease,
@@ -139,12 +148,25 @@ async def lead(runtime: Runtime) -> None:
     """This replica acts: reconcile workers, then the autoscaler and webhook (issue 6)."""
     assert runtime.controller is not None
     assert runtime.api is not None
+    assert runtime.actuator is not None
     assert runtime.world is not None
     runtime.controller.start()
     if runtime.tuning is not None:
         await runtime.tuning.start()
+    config = runtime.config
     runtime.responders = await start_responders(
-        config=runtime.config, api=runtime.api, world=runtime.world
+        config=ResponderOptions(
+            builtin_evaluator=config.builtin_evaluator,
+            alert_webhook=config.alert_webhook,
+            alert_webhook_host=config.alert_webhook_host,
+            alert_webhook_port=config.alert_webhook_port,
+            alert_webhook_token_secret=config.alert_webhook_token_secret,
+            alert_webhook_token_key=config.alert_webhook_token_key,
+            runbook_base_url=config.runbook_base_url,
+        ),
+        api=runtime.api,
+        actuator=runtime.actuator,
+        world=runtime.world,
     )
 
 

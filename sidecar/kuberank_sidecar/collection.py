@@ -7,7 +7,7 @@ alert rules work unchanged; what DCGM lacks is under kuberank_gpu_*.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client.metrics_core import Metric
@@ -346,7 +346,3 @@ class SidecarCollector(Collector):
         )
         scrape.add_sample(scrape.name, pod_labels(self._ctx), time.perf_counter() - started)
         yield scrape
-
-
-def family_names(families: Iterable[Metric]) -> list[str]:
-    return [f.name for f in families]

@@ -20,13 +20,9 @@ file so that a second process (a restarted sidecar) sees what the first one left
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +40,10 @@ from kuberank_sidecar.devices import (
     TuningLimits,
     XidEvent,
 )
+from kuberank_sidecar.fake_profiles import PROFILES, FakeGpuSpec, FakeProfile, fake_uuid
+from kuberank_sidecar.fake_state import CardSettings, StateFile, load_settings, save_settings
 
-log = logging.getLogger(__name__)
+__all__ = ["PROFILES", "READING_FIELDS", "FakeGpuSpec", "FakeNvml", "FakeProfile", "fake_uuid"]
 
 # Fields a state file may mark as failing; "read" fails the whole read, "set" every setter.
 READING_FIELDS = (
@@ -61,136 +59,6 @@ READING_FIELDS = (
     "power_limit",
     "clock_event_reasons",
 )
-
-
-@dataclass(frozen=True)
-class FakeGpuSpec:
-    """The baseline of one fake GPU; a state file overrides these values."""
-
-    model_name: str
-    pci_bus: int
-    fb_total_mib: float
-    fb_reserved_mib: float
-    fb_used_mib: float
-    utilization: float
-    mem_copy_utilization: float
-    power_w: float
-    temperature: float
-    memory_temperature: float
-    sm_clock_mhz: float
-    mem_clock_mhz: float
-    power_default_w: float
-    power_min_w: float
-    power_max_w: float
-    memory_clocks_mhz: tuple[int, ...]
-    graphics_clocks_mhz: tuple[int, ...]
-    mig_profile: str | None = None
-    mig_count: int = 0
-    mig_memory_mib: float = 0.0
-    mig_first_instance_id: int = 0
-    lost: bool = False
-    slow_read_s: float = 0.0
-    unsupported: tuple[str, ...] = ()
-    setter_error: NvmlErrorKind | None = None
-
-
-@dataclass(frozen=True)
-class FakeProfile:
-    name: str
-    description: str
-    gpus: tuple[FakeGpuSpec, ...]
-
-
-def _h100(index: int, **changes: Any) -> FakeGpuSpec:
-    spec = FakeGpuSpec(
-        model_name="NVIDIA H100 80GB HBM3",
-        pci_bus=(0x18, 0x2A, 0x3A, 0x5D, 0x9A, 0xAB, 0xBA, 0xDB)[index % 8],
-        fb_total_mib=81559.0,
-        fb_reserved_mib=534.0,
-        fb_used_mib=4000.0 + 7000.0 * index,
-        utilization=float((index * 13 + 5) % 100),
-        mem_copy_utilization=float((index * 7 + 3) % 100),
-        power_w=120.0 + 55.0 * index,
-        temperature=34.0 + 3.0 * index,
-        memory_temperature=40.0 + 2.0 * index,
-        sm_clock_mhz=1980.0,
-        mem_clock_mhz=2619.0,
-        power_default_w=700.0,
-        power_min_w=200.0,
-        power_max_w=700.0,
-        memory_clocks_mhz=(2619,),
-        graphics_clocks_mhz=tuple(range(345, 1981, 15)),
-    )
-    return dataclasses.replace(spec, **changes)
-
-
-_A100_MIG = FakeGpuSpec(
-    model_name="NVIDIA A100-SXM4-80GB",
-    pci_bus=0x07,
-    fb_total_mib=81920.0,
-    fb_reserved_mib=0.0,
-    fb_used_mib=0.0,
-    utilization=0.0,
-    mem_copy_utilization=0.0,
-    power_w=180.0,
-    temperature=41.0,
-    memory_temperature=47.0,
-    sm_clock_mhz=1410.0,
-    mem_clock_mhz=1593.0,
-    power_default_w=400.0,
-    power_min_w=100.0,
-    power_max_w=400.0,
-    memory_clocks_mhz=(1593,),
-    graphics_clocks_mhz=tuple(range(210, 1411, 15)),
-    mig_profile="1g.10gb",
-    mig_count=7,
-    mig_memory_mib=9728.0,
-    # An A100's seven 1g.10gb instances get GPU instance IDs 7 to 13.
-    mig_first_instance_id=7,
-)
-
-PROFILES: dict[str, FakeProfile] = {
-    p.name: p
-    for p in (
-        FakeProfile("h100x8", "8 × H100 80GB HBM3, an HGX host", tuple(_h100(i) for i in range(8))),
-        FakeProfile("h100x1", "1 × H100 80GB HBM3", (_h100(0),)),
-        FakeProfile("a100-mig-1g.10gb", "1 × A100 80GB with 7 MIG 1g.10gb slices", (_A100_MIG,)),
-        FakeProfile(
-            "h100x1-no-permission",
-            "1 × H100 where setting power limits or clocks fails with NoPermission",
-            (_h100(0, setter_error=NvmlErrorKind.NO_PERMISSION),),
-        ),
-        FakeProfile(
-            "h100x1-not-supported",
-            "1 × H100 where memory temperature, PCIe replays and energy are NotSupported",
-            (_h100(0, unsupported=("memory_temp", "pcie_replay", "total_energy")),),
-        ),
-        FakeProfile("h100x1-lost", "1 × H100 that has fallen off the bus", (_h100(0, lost=True),)),
-        FakeProfile(
-            "h100x1-slow", "1 × H100 whose every read takes 3 s", (_h100(0, slow_read_s=3.0),)
-        ),
-    )
-}
-
-
-def fake_uuid(profile: str, index: int, *, prefix: str = "GPU") -> str:
-    """A stable, UUID-shaped id for a fake device."""
-    digest = hashlib.sha256(f"{profile}/{prefix}/{index}".encode()).hexdigest()
-    return f"{prefix}-{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
-
-
-@dataclass
-class _Settings:
-    power_limit_w: float
-    gpu_clocks: tuple[int, int] | None = None
-    memory_clocks: tuple[int, int] | None = None
-
-
-@dataclass
-class _StateFile:
-    path: Path | None
-    stamp: tuple[int, int] | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 class FakeNvml:
@@ -209,17 +77,16 @@ class FakeNvml:
             choices = ", ".join(sorted(PROFILES))
             raise ValueError(f"--fake-profile {profile!r} is unknown: choose one of {choices}")
         self.profile = PROFILES[profile]
-        self._state = _StateFile(state_file)
+        self._state = StateFile(state_file)
         self._settings_file = settings_file
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._state_lock = threading.Lock()
         self._opened_at = 0.0
         self._energy: dict[str, tuple[float, float]] = {}
         self._delivered_xids: dict[str, int] = {}
         self._is_open = False
-        self._settings: dict[str, _Settings] = {}
+        self._settings: dict[str, CardSettings] = {}
         self._tree = self._build_tree()
 
     # -- profile and state -------------------------------------------------------------
@@ -251,80 +118,18 @@ class FakeNvml:
     def _spec(self, gpu: GpuIdentity) -> FakeGpuSpec:
         return self.profile.gpus[gpu.index]
 
-    def _state_data(self) -> Mapping[str, Any]:
-        # The poller and the XID thread both read the state file.
-        with self._state_lock:
-            return self._load_state()
-
-    def _load_state(self) -> Mapping[str, Any]:
-        state = self._state
-        if state.path is None:
-            return state.data
-        try:
-            st = state.path.stat()
-        except FileNotFoundError:
-            state.stamp, state.data = None, {}
-            return state.data
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp != state.stamp:
-            try:
-                loaded = json.loads(state.path.read_text())
-                if not isinstance(loaded, dict):
-                    raise ValueError("the top level must be a JSON object")
-            except (OSError, ValueError) as exc:
-                # A half-written file: keep the last good state (writers should rename into place).
-                log.warning("fake state file %s ignored: %s", state.path, exc)
-                return state.data
-            state.stamp, state.data = stamp, loaded
-        return state.data
-
     def _gpu_overrides(self, gpu: GpuIdentity) -> Mapping[str, Any]:
-        gpus = self._state_data().get("gpus", {})
-        if not isinstance(gpus, Mapping):
-            return {}
-        merged: dict[str, Any] = {}
-        for key in (str(gpu.index), gpu.uuid):
-            value = gpus.get(key)
-            if isinstance(value, Mapping):
-                merged.update(value)
-        return merged
+        return self._state.overrides("gpus", (str(gpu.index), gpu.uuid))
 
     def _mig_overrides(self, mig: MigIdentity) -> Mapping[str, Any]:
-        migs = self._state_data().get("mig", {})
-        if not isinstance(migs, Mapping):
-            return {}
-        merged: dict[str, Any] = {}
-        for key in (str(mig.gpu_instance_id), mig.uuid):
-            value = migs.get(key)
-            if isinstance(value, Mapping):
-                merged.update(value)
-        return merged
+        return self._state.overrides("mig", (str(mig.gpu_instance_id), mig.uuid))
 
-    def _load_settings(self) -> dict[str, _Settings]:
-        settings = {
-            gpu.uuid: _Settings(power_limit_w=self._spec(gpu).power_default_w)
-            for gpu in self._tree.gpus
-        }
-        if self._settings_file is not None and self._settings_file.exists():
-            saved = json.loads(self._settings_file.read_text())
-            for uuid, entry in saved.items():
-                if uuid in settings:
-                    settings[uuid] = _Settings(
-                        power_limit_w=float(entry["power_limit_w"]),
-                        gpu_clocks=tuple(entry["gpu_clocks"]) if entry.get("gpu_clocks") else None,
-                        memory_clocks=(
-                            tuple(entry["memory_clocks"]) if entry.get("memory_clocks") else None
-                        ),
-                    )
-        return settings
+    def _load_settings(self) -> dict[str, CardSettings]:
+        defaults = {gpu.uuid: self._spec(gpu).power_default_w for gpu in self._tree.gpus}
+        return load_settings(self._settings_file, defaults)
 
     def _save_settings(self) -> None:
-        if self._settings_file is None:
-            return
-        payload = {uuid: dataclasses.asdict(s) for uuid, s in self._settings.items()}
-        tmp = self._settings_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(self._settings_file)
+        save_settings(self._settings_file, self._settings)
 
     def _fail_if_lost(self, gpu: GpuIdentity, operation: str) -> Mapping[str, Any]:
         if not self._is_open:
@@ -335,7 +140,7 @@ class FakeNvml:
         return overrides
 
     def _delay(self, overrides: Mapping[str, Any], spec: FakeGpuSpec) -> None:
-        delay = float(overrides.get("read_delay_s", self._state_data().get("read_delay_s", 0.0)))
+        delay = float(overrides.get("read_delay_s", self._state.data().get("read_delay_s", 0.0)))
         delay = max(delay, spec.slow_read_s)
         if delay > 0:
             self._sleep(delay)

@@ -1,4 +1,4 @@
-"""The e2e session's local control plane (see tests/localcluster).
+"""The e2e session's local control plane (see localcluster).
 
 `local_cluster` starts once per session: real etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok with three fake GPU nodes (gpu-h100-0/1: 8 × nvidia.com/gpu each;
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from localcluster import LocalCluster, running_cluster
 from tests.e2e.operator_support import gpu_pools, operators, rrd_crd, rrd_namespace
-from tests.localcluster import LocalCluster, running_cluster
 
 # the operator tests' fixtures, registered for every e2e module
 __all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]

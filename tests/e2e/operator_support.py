@@ -9,28 +9,19 @@ from __future__ import annotations
 
 import json
 import secrets
-import signal
-import subprocess
-import sys
-import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.cluster import free_ports
-from tests.localcluster.nodes import NODE_POOL_LABEL
+from localcluster import LocalCluster, wait_until
+from localcluster.nodes import NODE_POOL_LABEL
+from tests.e2e.operator_process import WAIT, OperatorProcess
+from tests.e2e.rerankers import CRD, OWNER_LABEL, install_crd
 
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "rerankerdeployments.kuberank.dev.yaml"
-EXAMPLES = REPO / "crds" / "examples"
-OPERATOR = Path(sys.executable).parent / "kuberank-operator"
 POOL_TAINT = "kuberank.dev/e2e-pool"
-OWNER_LABEL = "kuberank.dev/rerankerdeployment"
-WAIT = 90.0
 
 
 def rrd_manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -53,11 +44,7 @@ def minimal_spec(**extra: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def rrd_crd(local_cluster: LocalCluster) -> Path:
     """The CRD applied with kubectl and Established."""
-    local_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    local_cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/rerankerdeployments.kuberank.dev",
-        "--timeout=60s",
-    )  # fmt: skip
+    install_crd(local_cluster)
     return CRD
 
 
@@ -104,90 +91,26 @@ def gpu_pools(local_cluster: LocalCluster) -> Iterator[Callable[..., GpuPool]]:
         local_cluster.delete_nodes(pool.nodes)
 
 
-@dataclass
-class OperatorProcess:
-    """The real kuberank-operator, run as a subprocess against the local cluster."""
-
-    cluster: LocalCluster
-    namespaces: tuple[str, ...]
-    log_path: Path
-    extra_args: tuple[str, ...] = ()
-    metrics_port: int = 0
-    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-
-    def start(self) -> None:
-        self.metrics_port = free_ports(1)[0]
-        argv = [
-            str(OPERATOR),
-            "--namespaces", ",".join(self.namespaces),
-            "--metrics-host", "127.0.0.1",
-            "--metrics-port", str(self.metrics_port),
-            "--log-format", "json",
-            "--resync-seconds", "30",
-            *self.extra_args,
-        ]  # fmt: skip
-        env = {
-            **self.cluster.env(),
-            # This suite tests reconciling; the autoscaler and OOM restarts have their own.
-            "KUBERANK_BUILTIN_EVALUATOR": "false",
-        }
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-        log.close()
-        wait_until(self._answers, timeout=WAIT, what=f"the operator's /healthz ({self.log_path})")
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.logs()}")
-        try:
-            with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2
-            ) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return str(response.read().decode())
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, as when a node dies under the operator."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-
 @pytest.fixture
 def operators(
     local_cluster: LocalCluster, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operators watching the given namespaces, alive (/healthz) before they are handed
+    out; every one is stopped after the test."""
     started: list[OperatorProcess] = []
 
     def start(*namespaces: str, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
         op = OperatorProcess(
-            cluster=local_cluster,
+            local_cluster,
             namespaces=namespaces,
             log_path=tmp_path / f"operator-{len(started)}.log",
-            extra_args=extra_args,
+            # This suite tests reconciling; the autoscaler and OOM restarts have their own.
+            builtin=False,
+            log_format="json",
+            extra_args=("--resync-seconds", "30", *extra_args),
         )
         started.append(op)
-        op.start()
+        op.wait_healthy()
         return op
 
     yield start
@@ -281,9 +204,7 @@ def gpu_requests(pod: dict[str, Any]) -> dict[str, int]:
 
 
 __all__ = [
-    "EXAMPLES",
     "GpuPool",
-    "OperatorProcess",
     "apply",
     "condition",
     "events_of",

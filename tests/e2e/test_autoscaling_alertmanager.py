@@ -13,22 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.autoscaling_support import (
-    INFERENCE_PORT,
-    SIDECAR_PORT,
-    KubernetesDiscovery,
-    Load,
-    Monitoring,
-    Namespace,
-    OperatorProcess,
-    PodServers,
-    http_json,
-    install_crd,
-    operator_rules_yaml,
-    reranker,
-    wait_for,
-)
-from tests.localcluster import LocalCluster
+from localcluster import LocalCluster
+from tests.e2e.autoscaling_support import Namespace, operator_rules_yaml, reranker, wait_for
+from tests.e2e.monitoring import KubernetesDiscovery, Monitoring
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.pod_servers import INFERENCE_PORT, SIDECAR_PORT, Load, PodServers
+from tests.e2e.rerankers import install_crd
+from tests.e2e.subprocesses import http_json
 
 pytestmark = pytest.mark.prometheus
 
@@ -84,7 +75,7 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
         # Phase 1: only Alertmanager decides (the builtin evaluator is off).
         operator = OperatorProcess(
             local_cluster,
-            namespace=ns.name,
+            namespaces=[ns.name],
             log_path=tmp_path / "operator-webhook.log",
             builtin=False,
             webhook_secret="alert-token",
@@ -176,7 +167,7 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
                 operator.stop()
                 operator = OperatorProcess(
                     local_cluster,
-                    namespace=ns.name,
+                    namespaces=[ns.name],
                     log_path=tmp_path / "operator-builtin.log",
                     builtin=True,
                     webhook_secret="alert-token",

@@ -9,19 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.autoscaling_support import (
-    Load,
-    Namespace,
-    OperatorProcess,
-    PodServers,
-    http_json,
-    install_crd,
-    reranker,
-    send_requests,
-    wait_for,
-)
-from tests.localcluster import LocalCluster
-from tests.localcluster.cluster import wait_until
+from localcluster import LocalCluster
+from localcluster.cluster import wait_until
+from tests.e2e.autoscaling_support import Namespace, reranker, wait_for
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.pod_servers import Load, PodServers, send_requests
+from tests.e2e.rerankers import install_crd
+from tests.e2e.subprocesses import http_json
 
 NAME = "rr"
 COOLDOWN_S = 20
@@ -42,7 +36,7 @@ def test_builtin_evaluator_scales_and_restarts(local_cluster: LocalCluster, tmp_
     install_crd(local_cluster)
     with Namespace.create(local_cluster, "autoscale") as ns:
         operator = OperatorProcess(
-            local_cluster, namespace=ns.name, log_path=tmp_path / "operator.log"
+            local_cluster, namespaces=[ns.name], log_path=tmp_path / "operator.log"
         )
         try:
             operator.wait_ready()

@@ -1,6 +1,6 @@
 """`make demo` tells the whole story on its own cluster, and `make cluster-down` leaves nothing.
 
-Runs the same command as the Makefile target (`python -m tests.localcluster demo`) in a private
+Runs the same command as the Makefile target (`python -m localcluster demo`) in a private
 state directory, so it never meets the session's cluster or a developer's `make cluster-up`.
 """
 
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_cli(command: str, state_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tests.localcluster", command],
+        [sys.executable, "-m", "localcluster", command],
         cwd=REPO,
         env={**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir)},
         capture_output=True,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.docgen import metric_names, metrics_reference, scraping, sources
+from docgen import metric_names, metrics_reference, scraping, sources
 
 REPO = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((REPO / "deploy" / "prometheus").glob("*.yaml"))

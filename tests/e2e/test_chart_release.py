@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.nodes import NODE_POOL_LABEL
-from tests.release.hookpods import HookRun, run_hook_pod
-from tests.release.operating import HostOperator, start_host_operator
+from localcluster import LocalCluster, wait_until
+from localcluster.nodes import NODE_POOL_LABEL
+from localcluster.release.hookpods import HookRun, run_hook_pod
+from localcluster.release.operating import HostOperator, start_host_operator
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kuberank"

@@ -24,11 +24,11 @@ import psutil
 import pytest
 import yaml
 
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.nodes import DEFAULT_POOL, GPU_RESOURCE, NODE_POOL_LABEL
-from tests.localcluster.processes import group_members
-from tests.localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
-from tests.localcluster.toolchain import REPO_ROOT, VERSIONS_FILE, parse_versions
+from localcluster import LocalCluster, wait_until
+from localcluster.nodes import DEFAULT_POOL, GPU_RESOURCE, NODE_POOL_LABEL
+from localcluster.processes import group_members
+from localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
+from localcluster.toolchain import REPO_ROOT, VERSIONS_FILE, parse_versions
 
 MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
 H100_NODES = {"gpu-h100-0", "gpu-h100-1"}
@@ -340,7 +340,7 @@ def test_add_gpu_nodes_makes_schedulable_nodes_and_delete_nodes_removes_them(
 
 _SECOND_CLUSTER = """
 import json, sys, time
-from tests.localcluster import LocalCluster
+from localcluster import LocalCluster
 cluster = LocalCluster.start(with_default_nodes=False)
 print(json.dumps({"state_dir": str(cluster.state_dir), "server": cluster.server,
                   "pids": [c.pid for c in cluster.components]}), flush=True)
@@ -396,7 +396,7 @@ def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
 
     def cli(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "tests.localcluster", command],
+            [sys.executable, "-m", "localcluster", command],
             cwd=REPO_ROOT,
             env=env,
             capture_output=True,

@@ -8,9 +8,11 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from localcluster import LocalCluster, wait_until
+from localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     GpuPool,
-    OperatorProcess,
     apply,
     condition,
     events_of,
@@ -19,8 +21,6 @@ from tests.e2e.operator_support import (
     rrd_manifest,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
 
 NOW = "2026-11-22T10:00:00Z"
 

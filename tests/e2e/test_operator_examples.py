@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from localcluster import LocalCluster
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
-    EXAMPLES,
     GpuPool,
-    OperatorProcess,
     apply,
     events_of,
     gpu_requests,
@@ -21,7 +21,7 @@ from tests.e2e.operator_support import (
     ready_with,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster
+from tests.e2e.rerankers import EXAMPLES
 
 
 def example(name: str, pool: GpuPool) -> dict[str, Any]:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from localcluster import LocalCluster, wait_until
+from localcluster.nodes import NODE_POOL_LABEL
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     POOL_TAINT,
     GpuPool,
-    OperatorProcess,
     apply,
     condition,
     events_of,
@@ -18,8 +20,6 @@ from tests.e2e.operator_support import (
     rrd_manifest,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster, wait_until
-from tests.localcluster.nodes import NODE_POOL_LABEL
 
 
 def test_kubectl_scale_changes_the_pod_count(

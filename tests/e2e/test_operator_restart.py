@@ -7,9 +7,10 @@ import json
 from collections import Counter
 from collections.abc import Callable
 
+from localcluster import LocalCluster, wait_until
+from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     GpuPool,
-    OperatorProcess,
     apply,
     events_of,
     minimal_spec,
@@ -19,7 +20,6 @@ from tests.e2e.operator_support import (
     rrd_manifest,
     wait_for_state,
 )
-from tests.localcluster import LocalCluster, wait_until
 
 NAMES = [f"ranker-{i}" for i in range(6)]
 

@@ -11,15 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.autoscaling_support import (
-    Namespace,
-    OperatorProcess,
-    PodServers,
-    install_crd,
-    reranker,
-    wait_for,
-)
-from tests.localcluster import LocalCluster
+from localcluster import LocalCluster
+from tests.e2e.autoscaling_support import Namespace, reranker, wait_for
+from tests.e2e.operator_process import OperatorProcess
+from tests.e2e.pod_servers import PodServers
+from tests.e2e.rerankers import install_crd
 
 WAIT = 60.0
 TUNING_FLAGS = ("--power-limit-watts", "300", "--tuning-assume-exclusive")
@@ -42,7 +38,7 @@ def test_tuning_applied_follows_the_sidecars(local_cluster: LocalCluster, tmp_pa
     install_crd(local_cluster)
     with Namespace.create(local_cluster, "tuning") as ns:
         operator = OperatorProcess(
-            local_cluster, namespace=ns.name, log_path=tmp_path / "operator.log", builtin=False
+            local_cluster, namespaces=[ns.name], log_path=tmp_path / "operator.log", builtin=False
         )
         try:
             operator.wait_ready()

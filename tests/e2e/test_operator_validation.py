@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from localcluster import LocalCluster, wait_until
 from tests.e2e.operator_support import minimal_spec, rrd_crd, rrd_manifest
-from tests.localcluster import LocalCluster, wait_until
 
 __all__ = ["rrd_crd"]
 

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
+    """What the engine runs with, taken once from the server's settings; `max_batch_tokens` is
+    the token budget's ceiling (the configured one, capped by device memory at start-up)."""
+
     max_batch_tokens: int
     max_batch_requests: int
     max_concurrent_pairs: int
@@ -83,7 +86,6 @@ class BatchEngine:
         runner: ModelRunner,
         settings: EngineSettings,
         metrics: InferenceMetrics,
-        token_ceiling: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         info = runner.info
@@ -91,9 +93,8 @@ class BatchEngine:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
-        ceiling = token_ceiling if token_ceiling is not None else settings.max_batch_tokens
         self._budget = TokenBudget(
-            ceiling=max(ceiling, info.max_input_length),
+            ceiling=max(settings.max_batch_tokens, info.max_input_length),
             floor=info.max_input_length,
             recovery_seconds=settings.oom_recovery_seconds,
         )
@@ -174,9 +175,6 @@ class BatchEngine:
         finally:
             self._in_flight_pairs -= size
             self._metrics.pairs_in_flight.set(self._in_flight_pairs)
-
-    def inject_oom(self, count: int) -> None:
-        self._runner.inject_oom(count)
 
     def _enqueue(self, sequences: list[TokenizedSequence]) -> _Job:
         assert self._loop is not None

@@ -109,10 +109,6 @@ class ModelRunner(Protocol):
         """Wait for a launched batch and return one output per sequence, in order."""
         ...
 
-    def inject_oom(self, count: int) -> None:
-        """Make the next `count` batches fail as if the device ran out of memory (tests only)."""
-        ...
-
     def device_memory(self) -> DeviceMemory | None:
         """Accelerator memory, or None on CPU."""
         ...

@@ -33,6 +33,7 @@ from kuberank_inference.engine.contracts import (
     TokenizedSequence,
 )
 from kuberank_inference.failures import DeviceOutOfMemoryError
+from kuberank_inference.torchmodel.settings import RunnerSettings
 from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer
 
 log = logging.getLogger(__name__)
@@ -84,12 +85,14 @@ def _unpack(ids: Any, lengths: Any, types: Any) -> list[Encoded]:
 class ModelProcess:
     """A ModelRunner whose forward passes run in a child process."""
 
-    def __init__(self, settings: Any, *, warm_up_tokens: int, batches_in_flight: int = 2) -> None:
+    def __init__(
+        self, settings: RunnerSettings, *, max_batch_tokens: int, batches_in_flight: int = 2
+    ) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_child_main,
-            args=(child_conn, settings, warm_up_tokens, batches_in_flight),
+            args=(child_conn, settings, max_batch_tokens, batches_in_flight),
             name="kuberank-model",
             daemon=True,
         )
@@ -144,9 +147,6 @@ class ModelProcess:
             raise DeviceOutOfMemoryError(tokens=wanted.tokens, detail=str(reply[2]))
         raise ModelProcessError(f"the model process failed a batch: {reply[2]}")
 
-    def inject_oom(self, count: int) -> None:
-        self._send(("inject_oom", count))
-
     def device_memory(self) -> DeviceMemory | None:
         return self._memory
 
@@ -190,7 +190,7 @@ class ModelProcess:
 
 
 def _child_main(
-    conn: Connection, settings: Any, warm_up_tokens: int, batches_in_flight: int
+    conn: Connection, settings: RunnerSettings, max_batch_tokens: int, batches_in_flight: int
 ) -> None:
     # the parent decides when to stop; a terminal's Ctrl-C must not kill batches in flight
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -202,7 +202,7 @@ def _child_main(
         from kuberank_inference.torchmodel.runner import TorchRunner
 
         runner = TorchRunner(settings)
-        runner.warm_up(max_batch_tokens=warm_up_tokens)
+        runner.warm_up(max_batch_tokens=max_batch_tokens)
         length = runner.info.max_input_length
         tokenizer_json, max_length, uses_type_ids = runner.tokenizer_spec()
         started = _Started(
@@ -211,7 +211,7 @@ def _child_main(
             max_length=max_length,
             uses_type_ids=uses_type_ids,
             bytes_per_token=runner.activation_bytes_per_token(
-                tokens=min(warm_up_tokens, 8 * length)
+                tokens=min(max_batch_tokens, 8 * length)
             ),
             resident_bytes=runner.resident_bytes(),
             device_uuids=runner.device_uuids(),
@@ -244,9 +244,6 @@ def _serve_batches(conn: Connection, runner: Any, *, depth: int) -> None:
             while launched:
                 _finish(conn, runner, *launched.popleft())
             return
-        if kind == "inject_oom":
-            runner.inject_oom(message[1])
-            continue
         number = message[1]
         try:
             handle = runner.start_batch(_unpack(*message[2:]))

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-from transformers import PreTrainedModel
+from torch import Tensor
 
 from kuberank_inference.engine.contracts import (
     BatchHandle,
@@ -26,11 +24,16 @@ from kuberank_inference.engine.contracts import (
     ModelInfo,
     ModelInput,
     Output,
-    ScoreActivation,
     Task,
     TokenizedSequence,
 )
 from kuberank_inference.failures import DeviceOutOfMemoryError
+from kuberank_inference.torchmodel.checkpoints import (
+    UnsupportedModelError,
+    load_checkpoint,
+    place,
+    pool,
+)
 from kuberank_inference.torchmodel.packed import (
     AttentionFn,
     PackedEncoder,
@@ -39,19 +42,13 @@ from kuberank_inference.torchmodel.packed import (
     padded_attention,
     varlen_attention,
 )
+from kuberank_inference.torchmodel.selfcheck import agrees_with_reference, synthetic_batch
 from kuberank_inference.torchmodel.settings import RunnerSettings
 from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer
 
 __all__ = ["RunnerSettings", "TorchRunner", "UnsupportedModelError"]
 
 log = logging.getLogger(__name__)
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_POOLING = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens")
-
-
-class UnsupportedModelError(Exception):
-    pass
 
 
 @dataclass(slots=True)
@@ -60,37 +57,17 @@ class _Launched:
     ready: torch.cuda.Event | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Pooling:
-    mode: str
-    normalize: bool
-
-
 class TorchRunner:
     def __init__(self, settings: RunnerSettings) -> None:
         from kuberank_inference.sources import detect_task
 
-        self._device = torch.device(settings.device)
-        if self._device.type == "cuda":
-            if not torch.cuda.is_available():
-                raise UnsupportedModelError("--device cuda but torch sees no CUDA device")
-            if getattr(self._device, "index", None) is None:
-                self._device = torch.device("cuda", torch.cuda.current_device())
-            torch.cuda.set_device(self._device)
-            # the process never takes the safety margin, whatever the allocator wants
-            torch.cuda.set_per_process_memory_fraction(
-                1.0 - settings.vram_safety_margin, self._device
-            )
-        dtype_name = settings.dtype
-        if dtype_name == "auto":
-            dtype_name = "bfloat16" if self._device.type == "cuda" else "float32"
-        self._dtype = _DTYPES[dtype_name]
+        self._device, dtype_name, self._dtype = place(settings)
         task: Task = detect_task(settings.source.path) if settings.task == "auto" else settings.task
         self._task = task
-        self._oom_lock = threading.Lock()
-        self._injected_ooms = 0
 
-        hf_model, tokenizer, max_length, activation, pooling = self._load(settings, task)
+        hf_model, tokenizer, max_length, activation, pooling = load_checkpoint(
+            settings, task, device=self._device, dtype=self._dtype
+        )
         self._hf = hf_model
         self._pooling = pooling
         config = hf_model.config
@@ -160,47 +137,6 @@ class TorchRunner:
 
     # --- loading -----------------------------------------------------------------------------
 
-    def _load(
-        self, settings: RunnerSettings, task: Task
-    ) -> tuple[PreTrainedModel, Any, int, ScoreActivation, _Pooling | None]:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-        path = str(settings.source.path)
-        if task == "rerank":
-            from sentence_transformers import CrossEncoder
-
-            cross = CrossEncoder(path, device=str(self._device), local_files_only=True)
-            hf_model = cross.model
-            if hf_model is None:
-                raise UnsupportedModelError(f"{path}: the cross-encoder has no transformer model")
-            if int(hf_model.config.num_labels) != 1:
-                raise UnsupportedModelError(
-                    f"{path}: a reranker must output one score, this model has "
-                    f"num_labels={hf_model.config.num_labels}"
-                )
-            activation = _activation_name(cross.activation_fn)
-            tokenizer = cross.tokenizer
-            model_max = _transformer_module(cross).max_seq_length
-            pooling = None
-        else:
-            from sentence_transformers import SentenceTransformer
-
-            st = SentenceTransformer(path, device=str(self._device), local_files_only=True)
-            transformer = _transformer_module(st)
-            hf_model = transformer.auto_model
-            tokenizer = transformer.tokenizer
-            model_max = transformer.max_seq_length
-            pooling = _pooling_of(st)
-            activation = "identity"
-        hf_model.eval()
-        hf_model.to(device=self._device, dtype=self._dtype)
-        limit = _position_limit(hf_model)
-        max_length = min(int(model_max or limit), limit)
-        if settings.max_input_length:
-            max_length = min(max_length, settings.max_input_length)
-        return hf_model, tokenizer, max_length, activation, pooling
-
     def _varlen_usable(self) -> bool:
         return self._device.type == "cuda" and self._dtype in (torch.float16, torch.bfloat16)
 
@@ -220,16 +156,11 @@ class TorchRunner:
     def encode(self, request: ModelInput) -> list[TokenizedSequence]:
         return list(self._tokenizer.encode(request))
 
-    def inject_oom(self, count: int) -> None:
-        with self._oom_lock:
-            self._injected_ooms += count
-
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         encoded = cast(Sequence[Encoded], sequences)
         tokens = sum(seq.num_tokens for seq in encoded)
         detail = None
         try:
-            self._maybe_fail()
             with torch.inference_mode(), self._on_device():
                 if self._packed is not None:
                     out = self._forward_packed(encoded, self._packed, self._attention_fn)
@@ -298,15 +229,6 @@ class TorchRunner:
         torch.cuda.synchronize(self._device)
 
     # --- forward paths -----------------------------------------------------------------------
-
-    def _maybe_fail(self) -> None:
-        with self._oom_lock:
-            if self._injected_ooms <= 0:
-                return
-            self._injected_ooms -= 1
-        raise torch.OutOfMemoryError(
-            "CUDA out of memory (injected through /debug/inject-oom; --debug-fault-injection)"
-        )
 
     def _on_device(self) -> contextlib.AbstractContextManager[object]:
         """Kernels launch on the worker thread, whose current CUDA device must be ours."""
@@ -422,7 +344,7 @@ class TorchRunner:
         if self._task == "rerank":
             return cast(Tensor, output.logits[:, 0].float())
         assert self._pooling is not None
-        return _pool(output.last_hidden_state.float(), inputs["attention_mask"], self._pooling)
+        return pool(output.last_hidden_state.float(), inputs["attention_mask"], self._pooling)
 
     def _read_back(self, out: Tensor) -> _Launched:
         if self._device.type != "cuda":
@@ -436,49 +358,27 @@ class TorchRunner:
     # --- start-up self-check -----------------------------------------------------------------
 
     def _synthetic(self, *, count: int, length: int, seed: int = 0) -> list[Encoded]:
-        generator = np.random.default_rng(seed)
         vocab = int(self._hf.config.vocab_size)
-        low = min(1000, vocab // 2)
-        seqs = []
-        for row in range(count):
-            size = max(2, length - (row % 7) * (length // 8))
-            ids = generator.integers(low, vocab, size=size, dtype=np.int32)
-            types = np.zeros(size, dtype=np.int32)
-            types[size // 2 :] = 1
-            seqs.append(Encoded(ids, types if self._tokenizer_uses_types() else None))
-        return seqs
-
-    def _tokenizer_uses_types(self) -> bool:
-        embeddings = self._hf.base_model.embeddings
-        token_types = getattr(embeddings, "token_type_embeddings", None)
-        return token_types is not None and token_types.weight.shape[0] > 1
+        return synthetic_batch(
+            vocab=vocab, count=count, length=length, seed=seed, with_types=self._uses_type_ids
+        )
 
     def _self_check(self) -> bool:
         """Compare the padding-free forward with the Hugging Face one on random sequences."""
-        assert self._packed is not None
-        length = min(64, self._info.max_input_length)
-        batch = self._synthetic(count=6, length=length, seed=1)
-        try:
-            with torch.inference_mode(), self._on_device():
-                packed = self._forward_packed(batch, self._packed, self._attention_fn).float()
-                # a second shape, so that a compiled kernel proves it handles dynamic sizes
-                self._forward_packed(batch[:3], self._packed, self._attention_fn)
-                reference = self._forward_padded(batch).float()
-        except Exception:
-            log.exception("the padding-free forward failed its self-check")
-            return False
-        error = float((packed - reference).norm() / reference.norm().clamp_min(1e-6))
-        tolerance = 1e-4 if self._dtype == torch.float32 else 5e-2
-        if error <= tolerance and bool(torch.isfinite(packed).all()):
-            log.info("padding-free forward agrees with the reference (relative error %.2e)", error)
-            return True
-        log.error(
-            "padding-free forward disagrees with the Hugging Face forward (relative error "
-            "%.2e > %.0e); falling back to padded batches",
-            error,
-            tolerance,
-        )
-        return False
+        packed = self._packed
+        assert packed is not None
+        batch = self._synthetic(count=6, length=min(64, self._info.max_input_length), seed=1)
+
+        def forward_packed(seqs: Sequence[Encoded]) -> Tensor:
+            return self._forward_packed(seqs, packed, self._attention_fn)
+
+        with self._on_device():
+            return agrees_with_reference(
+                batch,
+                packed=forward_packed,
+                reference=self._forward_padded,
+                tolerance=1e-4 if self._dtype == torch.float32 else 5e-2,
+            )
 
 
 def _fusions(packed: PackedEncoder) -> str:
@@ -491,73 +391,3 @@ def _replace_attention(info: ModelInfo, attention: str, *, padding_free: bool) -
     from dataclasses import replace
 
     return replace(info, attention=attention, padding_free=padding_free)
-
-
-def _transformer_module(model: nn.Module) -> Any:
-    for module in model.modules():
-        if hasattr(module, "auto_model") or type(module).__name__ == "Transformer":
-            return module
-    raise UnsupportedModelError("the model has no sentence-transformers Transformer module")
-
-
-def _pooling_of(st: nn.Module) -> _Pooling:
-    children = list(st.children())
-    names = [type(child).__name__ for child in children]
-    if len(children) < 2 or names[1] != "Pooling":
-        raise UnsupportedModelError(f"an embedding model needs Transformer -> Pooling, got {names}")
-    extra = [name for name in names[2:] if name != "Normalize"]
-    if extra:
-        raise UnsupportedModelError(f"modules after Pooling are not supported: {extra}")
-    pooling = children[1]
-    mode = getattr(pooling, "pooling_mode", None)
-    if mode is None:
-        flags = {
-            "cls": "pooling_mode_cls_token",
-            "mean": "pooling_mode_mean_tokens",
-            "max": "pooling_mode_max_tokens",
-            "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-            "lasttoken": "pooling_mode_lasttoken",
-        }
-        chosen = [name for name, attr in flags.items() if getattr(pooling, attr, False)]
-        mode = chosen[0] if len(chosen) == 1 else None
-    if isinstance(mode, list | tuple):
-        mode = mode[0] if len(mode) == 1 else None
-    if mode not in _POOLING:
-        raise UnsupportedModelError(f"pooling mode {mode!r} is not one of {_POOLING}")
-    return _Pooling(mode=str(mode), normalize="Normalize" in names[2:])
-
-
-def _pool(hidden: Tensor, mask: Tensor, pooling: _Pooling) -> Tensor:
-    weights = mask.to(hidden.dtype)[:, :, None]
-    if pooling.mode == "cls":
-        return hidden[:, 0]
-    if pooling.mode == "max":
-        return hidden.masked_fill(weights == 0, float("-inf")).max(dim=1).values
-    if pooling.mode == "lasttoken":
-        last = mask.sum(dim=1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    summed = (hidden * weights).sum(dim=1)
-    counts = weights.sum(dim=1).clamp_min(1e-9)
-    if pooling.mode == "mean_sqrt_len_tokens":
-        return summed / counts.sqrt()
-    return summed / counts
-
-
-def _activation_name(activation: object) -> ScoreActivation:
-    if activation is None or isinstance(activation, nn.Identity):
-        return "identity"
-    if isinstance(activation, nn.Sigmoid):
-        return "sigmoid"
-    raise UnsupportedModelError(
-        f"score activation {type(activation).__name__} is not supported (Sigmoid or Identity)"
-    )
-
-
-def _position_limit(model: PreTrainedModel) -> int:
-    embeddings = model.base_model.embeddings
-    table = getattr(embeddings, "position_embeddings", None)
-    if table is None:
-        return int(getattr(model.config, "max_position_embeddings", 512))
-    padding_idx = table.padding_idx
-    offset = 0 if padding_idx is None else int(padding_idx) + 1
-    return int(table.weight.shape[0]) - offset

@@ -1,4 +1,8 @@
-"""How to load and run a model (picklable: it travels to the model process). No torch here."""
+"""How to load and run a model (picklable: it travels to the model process). No torch here.
+
+Every field is filled from the server's settings (kuberank_inference.config), where each default
+lives; this record has none of its own.
+"""
 
 from __future__ import annotations
 
@@ -18,5 +22,5 @@ class RunnerSettings:
     max_input_length: int
     model_id: str | None
     vram_safety_margin: float
-    fused_gelu: bool = False
-    fused_norm: bool = False
+    fused_gelu: bool
+    fused_norm: bool

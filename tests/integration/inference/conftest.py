@@ -62,6 +62,8 @@ def load_runner(path: Path, **overrides: Any) -> Any:
         "max_input_length": 0,
         "model_id": None,
         "vram_safety_margin": 0.1,
+        "fused_gelu": False,
+        "fused_norm": False,
     }
     values.update(overrides)
     return TorchRunner(RunnerSettings(**values))

@@ -68,13 +68,14 @@ def test_packed_bf16_scores_match_fp32_reference(
 def test_injected_oom_surfaces_as_device_out_of_memory(bert_cross_encoder_dir: Path) -> None:
     from kuberank_inference.engine.contracts import PairsInput
     from kuberank_inference.failures import DeviceOutOfMemoryError
+    from kuberank_inference.faults import OomInjection
 
-    runner = _runner(bert_cross_encoder_dir)
-    sequences = runner.encode(PairsInput(QUERY, DOCS, truncate=True))  # type: ignore[attr-defined]
-    runner.inject_oom(1)  # type: ignore[attr-defined]
+    runner = OomInjection(_runner(bert_cross_encoder_dir))  # type: ignore[arg-type]
+    sequences = runner.encode(PairsInput(QUERY, DOCS, truncate=True))
+    runner.inject_oom(1)
     with pytest.raises(DeviceOutOfMemoryError):
-        runner.start_batch(sequences)  # type: ignore[attr-defined]
-    assert len(runner.finish_batch(runner.start_batch(sequences))) == len(DOCS)  # type: ignore[attr-defined]
+        runner.start_batch(sequences)
+    assert len(runner.finish_batch(runner.start_batch(sequences))) == len(DOCS)
 
 
 def test_device_memory_facts(bert_cross_encoder_dir: Path) -> None:

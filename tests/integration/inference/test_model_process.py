@@ -9,6 +9,7 @@ import pytest
 
 from kuberank_inference.engine.contracts import PairsInput
 from kuberank_inference.failures import DeviceOutOfMemoryError
+from kuberank_inference.faults import OomInjection
 from kuberank_inference.sources import ModelSource
 from kuberank_inference.torchmodel.process import ModelProcess
 from kuberank_inference.torchmodel.settings import RunnerSettings
@@ -26,8 +27,10 @@ def test_child_process_scores_equal_in_process(
         max_input_length=0,
         model_id="tiny-ce",
         vram_safety_margin=0.1,
+        fused_gelu=False,
+        fused_norm=False,
     )
-    child = ModelProcess(settings, warm_up_tokens=1024)
+    child = OomInjection(ModelProcess(settings, max_batch_tokens=1024))
     try:
         assert child.info == cross_runner.info
         request = PairsInput("query", ["one doc", "two docs here", "three"], truncate=False)

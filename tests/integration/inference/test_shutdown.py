@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,22 @@ def call(url: str, body: dict[str, Any] | None = None, timeout: float = 60) -> t
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def wait_for(condition: Callable[[], bool], *, what: str, seconds: float = 30) -> None:
+    """Poll an observable condition until it holds; fail at the deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def requests_in_handler(base: str) -> float:
+    """API requests the server is answering now, from /metrics (a scrape is not one of them)."""
+    for line in call(f"{base}/metrics")[1].splitlines():
+        if line.startswith("kuberank_inference_requests_in_flight "):
+            return float(line.split()[1])
+    raise AssertionError("kuberank_inference_requests_in_flight is not exported")
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_zero(
@@ -76,9 +93,10 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body[:10]
         )
-        time.sleep(0.5)
+        # the server has taken the request in once its handler waits for the rest of the body
+        wait_for(lambda: requests_in_handler(base) == 1, what="the request reaching its handler")
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        wait_for(lambda: call(f"{base}/ready")[0] == 503, what="/ready turning 503")
         ready = call(f"{base}/ready")
         refused = call(f"{base}/rerank", {"query": "q", "texts": ["late"]})
         in_flight.sendall(body[10:])

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.indexes import POD_INDEX, RRD_INDEX, Key, World
-from kuberank_operator.observations import PodSummary
-from kuberank_operator.signals import PodTuning
-from kuberank_operator.tuningwatch import TuningWatch, TuningWatchOptions
+from kuberank_operator.model.indexes import Index, World
+from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.resources import Key, resource_view
+from kuberank_operator.model.signals import PodTuning
+from kuberank_operator.reconcile.tuningwatch import TuningWatch, TuningWatchOptions
 
 TUNED: Key = ("search", "tuned")
 PLAIN: Key = ("search", "plain")
@@ -84,8 +85,11 @@ async def harness() -> AsyncIterator[Harness]:
         await web.TCPSite(runner, ip, port).start()
         runners.append(runner)
     indices: dict[str, dict[Any, list[Any]]] = {
-        RRD_INDEX: {TUNED: [rrd("tuned", power=300)], PLAIN: [rrd("plain", power=0)]},
-        POD_INDEX: {TUNED: [pod("tuned-a"), pod("tuned-b")], PLAIN: [pod("plain-a")]},
+        Index.RRD: {
+            TUNED: [resource_view(rrd("tuned", power=300))],
+            PLAIN: [resource_view(rrd("plain", power=0))],
+        },
+        Index.POD: {TUNED: [pod("tuned-a"), pod("tuned-b")], PLAIN: [pod("plain-a")]},
     }
     changed: list[Key] = []
     watch = TuningWatch(
@@ -102,7 +106,6 @@ async def harness() -> AsyncIterator[Harness]:
 
 
 async def test_observe_reports_changes_once_and_enqueues(harness: Harness) -> None:
-    await harness.watch.start(loop=False)
     assert await harness.watch.observe(TUNED)
     assert harness.changed == [TUNED]
     assert harness.watch.states(TUNED) == {

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.localcluster.toolchain import ToolchainMissingError, locate
+from localcluster.toolchain import ToolchainMissingError, locate
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CHART_DIR = REPO_ROOT / "charts" / "kuberank"

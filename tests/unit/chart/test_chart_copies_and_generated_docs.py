@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docgen import sources
+from docgen import sources
 from tests.unit.chart.conftest import CHART_DIR, REPO_ROOT
 
 PAIRS = [
@@ -91,7 +91,7 @@ def test_readme_starts_with_the_two_commands() -> None:
 
 
 def test_benchmark_tables_are_copied_under_their_section_titles() -> None:
-    from tests.docgen import benchmarks
+    from docgen import benchmarks
 
     results = "# R\n\n## GPU\n\ntext\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\nmore\n## Empty\nnone\n"
     assert benchmarks.section_tables(results) == [("GPU", ["| a | b |", "|---|---|", "| 1 | 2 |"])]

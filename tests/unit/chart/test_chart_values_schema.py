@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.docgen import chart_values
+from docgen import chart_values
 from tests.unit.chart.conftest import CHART_DIR
 
 Helm = Callable[..., subprocess.CompletedProcess[str]]

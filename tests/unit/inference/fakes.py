@@ -1,5 +1,6 @@
-"""A fake ModelRunner for engine tests: deterministic outputs, recorded batches, and switches to
-block batches, fail them, or run out of memory above a token count."""
+"""A fake ModelRunner for engine tests: deterministic outputs, recorded batches, events a test can
+wait on (a batch started, the worker reading one back), and switches to block batches, fail them,
+or run out of memory above a token count."""
 
 from __future__ import annotations
 
@@ -51,11 +52,11 @@ def fake_info(*, padding_free: bool = True, max_input_length: int = 64) -> Model
 class FakeRunner:
     info: ModelInfo = field(default_factory=fake_info)
     oom_above_tokens: int | None = None
-    injected_ooms: int = 0
     fail_with: Exception | None = None
     gate: threading.Event = field(default_factory=threading.Event)
     batches: list[list[str]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
+    reading_back: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.gate.set()
@@ -82,9 +83,6 @@ class FakeRunner:
         fakes = [s for s in sequences if isinstance(s, FakeSequence)]
         tokens = sum(s.num_tokens for s in fakes)
         self.started.set()
-        if self.injected_ooms > 0:
-            self.injected_ooms -= 1
-            raise DeviceOutOfMemoryError(tokens=tokens, detail="injected")
         if self.oom_above_tokens is not None and tokens > self.oom_above_tokens:
             raise DeviceOutOfMemoryError(tokens=tokens, detail="fake device is full")
         if self.fail_with is not None:
@@ -93,12 +91,10 @@ class FakeRunner:
         return fakes
 
     def finish_batch(self, handle: BatchHandle) -> list[Output]:
+        self.reading_back.set()
         self.gate.wait(timeout=30)
         assert isinstance(handle, list)
         return [fake_score(s.text) for s in handle]
-
-    def inject_oom(self, count: int) -> None:
-        self.injected_ooms += count
 
     def device_memory(self) -> DeviceMemory | None:
         return None

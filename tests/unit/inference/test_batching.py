@@ -4,7 +4,8 @@ OOM split-and-retry with a lowered budget, failures reported per request."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -16,8 +17,9 @@ from kuberank_inference.failures import (
     NotReadyError,
     OverloadedError,
 )
+from kuberank_inference.faults import OomInjection
 from kuberank_inference.metrics import InferenceMetrics
-from tests.unit.inference.fakes import FakeRunner, fake_info, fake_score
+from tests.unit.inference.fakes import FakeRunner, ServableFakeRunner, fake_info, fake_score
 
 
 def settings(**overrides: int) -> EngineSettings:
@@ -39,6 +41,22 @@ def sample(metrics: InferenceMetrics, name: str) -> float:
     value = metrics.registry.get_sample_value(name)
     assert value is not None, name
     return value
+
+
+async def until(condition: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Wait for an observable condition of the engine, failing at the deadline."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        await asyncio.sleep(0.001)
+
+
+async def refuses_new_work(engine: BatchEngine) -> bool:
+    try:
+        await engine.run(PairsInput("q", [], False))
+    except NotReadyError:
+        return True
+    return False
 
 
 @pytest.fixture
@@ -79,15 +97,16 @@ async def test_batches_respect_the_token_budget_and_the_cap(
 async def test_concurrent_requests_share_batches(
     started: tuple[BatchEngine, FakeRunner, InferenceMetrics],
 ) -> None:
-    engine, runner, _ = started
+    engine, runner, metrics = started
     runner.gate.clear()  # hold the first batch so the others queue up behind it
     first = asyncio.create_task(engine.run(PairsInput("q", texts(1, prefix="a"), False)))
-    await asyncio.to_thread(runner.started.wait, 10)
+    await asyncio.to_thread(runner.reading_back.wait, 10)  # the worker waits on the first batch
     rest = [
         asyncio.create_task(engine.run(PairsInput("q", texts(2, prefix=p), False)))
         for p in ("b", "c", "d")
     ]
-    await asyncio.sleep(0.2)
+    # all six of their texts wait behind the held batch
+    await until(lambda: metrics.registry.get_sample_value("kuberank_inference_queue_depth") == 6)
     runner.gate.set()
     await asyncio.gather(first, *rest)
     mixed = [b for b in runner.batches if len({t[0] for t in b}) > 1]
@@ -124,13 +143,9 @@ async def test_pairs_of_a_client_that_left_are_dropped(
     engine, runner, metrics = started
     runner.gate.clear()
     first = asyncio.create_task(engine.run(PairsInput("q", texts(1, prefix="a"), False)))
-    await asyncio.to_thread(runner.started.wait, 10)
-    await asyncio.sleep(0.05)  # the worker has launched batch 1 and is waiting on it
+    await asyncio.to_thread(runner.reading_back.wait, 10)  # the worker waits on batch 1
     leaving = asyncio.create_task(engine.run(PairsInput("q", texts(30, prefix="z"), False)))
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if sample(metrics, "kuberank_inference_queue_depth") > 0:
-            break
+    await until(lambda: sample(metrics, "kuberank_inference_queue_depth") > 0)
     leaving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await leaving
@@ -161,12 +176,12 @@ async def test_oom_splits_the_batch_and_lowers_the_budget() -> None:
 
 
 async def test_injected_oom_loses_no_request() -> None:
-    runner = FakeRunner()
+    runner = OomInjection(ServableFakeRunner())
     metrics = InferenceMetrics()
     engine = BatchEngine(runner=runner, settings=settings(), metrics=metrics)
     engine.start()
     try:
-        engine.inject_oom(1)
+        runner.inject_oom(1)
         docs = texts(6)
         done = await engine.run(PairsInput("q", docs, False))
         assert done.outputs == [fake_score(t) for t in docs]
@@ -215,16 +230,20 @@ async def test_too_long_input_is_reported_before_queueing(
 async def test_stop_fails_waiting_requests_and_refuses_new_ones() -> None:
     runner = FakeRunner()
     runner.gate.clear()
-    engine = BatchEngine(runner=runner, settings=settings(), metrics=InferenceMetrics())
+    metrics = InferenceMetrics()
+    engine = BatchEngine(runner=runner, settings=settings(), metrics=metrics)
     engine.start()
     running = asyncio.create_task(engine.run(PairsInput("q", texts(2), False)))
-    await asyncio.to_thread(runner.started.wait, 10)
+    await asyncio.to_thread(runner.reading_back.wait, 10)  # the worker waits on that batch
     launched = asyncio.create_task(engine.run(PairsInput("q", texts(2, prefix="l"), False)))
-    await asyncio.sleep(0.1)  # two batches deep: the second is launched too
+    # both wait behind the batch on the device
+    await until(lambda: metrics.registry.get_sample_value("kuberank_inference_queue_depth") == 2)
     waiting = asyncio.create_task(engine.run(PairsInput("q", texts(2, prefix="w"), False)))
-    await asyncio.sleep(0.05)
+    await until(lambda: metrics.registry.get_sample_value("kuberank_inference_queue_depth") == 4)
     stopping = asyncio.create_task(engine.stop())
-    await asyncio.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while not await refuses_new_work(engine):  # stop() has begun once new work is refused
+        assert time.monotonic() < deadline, "stop() never began"
     runner.gate.set()
     await stopping
     assert len((await running).outputs) == 2  # the batch on the device finished

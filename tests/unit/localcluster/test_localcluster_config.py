@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.localcluster import components, toolchain
-from tests.localcluster.certificates import KeyPair, Pki, render_openssl_config
-from tests.localcluster.cluster import free_ports, pick_pod_cidr
-from tests.localcluster.kubeconfigs import render_kubeconfig
-from tests.localcluster.layout import ClusterFiles
+from localcluster import components, toolchain
+from localcluster.certificates import KeyPair, Pki, render_openssl_config
+from localcluster.cluster import free_ports, pick_pod_cidr
+from localcluster.kubeconfigs import render_kubeconfig
+from localcluster.layout import ClusterFiles
 
 VERSIONS = {
     "K8S_VERSION": "v1.35.4",

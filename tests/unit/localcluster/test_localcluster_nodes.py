@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.localcluster import nodes
+from localcluster import nodes
 
 
 def test_default_nodes_are_two_h100_nodes_and_one_mixed_mig_node() -> None:

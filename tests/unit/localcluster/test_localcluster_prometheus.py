@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.localcluster import toolchain
+from localcluster import toolchain
 
 
 def test_prometheus_is_cached_by_its_pinned_version(

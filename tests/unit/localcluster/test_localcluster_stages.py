@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.localcluster import stages
+from localcluster import stages
 
 
 def _by_name() -> dict[str, dict[str, Any]]:

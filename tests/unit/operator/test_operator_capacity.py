@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kuberank_operator.capacity import count_capacity, node_matches, tolerates
-from kuberank_operator.observations import NodeSummary, PodSummary, summarize_node, summarize_pod
+from kuberank_operator.model.observations import (
+    NodeSummary,
+    PodSummary,
+    summarize_node,
+    summarize_pod,
+)
+from kuberank_operator.reconcile.capacity import count_capacity, node_matches, tolerates
 
 GPU = "nvidia.com/gpu"
 MIG = "nvidia.com/mig-1g.10gb"

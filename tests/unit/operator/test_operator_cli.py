@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kuberank_operator.cli import build_parser, env_name, parse_config
-from kuberank_operator.config import OperatorConfig
+from kuberank_operator.settings import OperatorConfig
 
 
 def test_defaults() -> None:

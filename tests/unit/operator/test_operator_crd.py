@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kuberank_operator import naming
-from kuberank_operator.specs import parse_spec
+from kuberank_operator.model import naming
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.specs import ModelSource, ModelSpec, RerankerSpec
 from tests.unit.operator.conftest import (
     EXAMPLES_DIR,
     apply_defaults,
@@ -185,3 +188,60 @@ def test_off_is_a_string_in_yaml() -> None:
     mode = crd_schema()["properties"]["spec"]["properties"]["autoscaling"]["properties"]["mode"]
     assert mode["enum"] == ["builtin", "external", "off"]
     assert mode["default"] == "off"
+
+
+def _python_name(crd_name: str) -> str:
+    """spec field name -> dataclass field name: maxLength -> max_length, memoryMHz -> memory_mhz."""
+    name = crd_name.replace("MHz", "Mhz")
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def test_every_crd_default_is_the_spec_models_default() -> None:
+    """The CRD's `default:`s and the dataclass defaults in model/specs.py (the one home of each
+    default, which the parser and the alert rules read) are the same values."""
+    source = ModelSource(kind="pvc", location="")
+    defaults = RerankerSpec(model=ModelSpec(id="", source=source))
+    compared, different = 0, []
+    for path, prop in walk(crd_schema()["properties"]["spec"], "spec"):
+        if "default" not in prop or path.startswith(NO_DEFAULT_NEEDED_UNDER):
+            continue
+        parts = path.split(".")[1:]
+        if parts[:2] == ["model", "source"]:
+            # Each source kind's fields live on the one ModelSource.
+            parts = ["model", "source", *parts[3:]]
+        here: Any = defaults
+        for part in parts[:-1]:
+            here = getattr(here, _python_name(part))
+        if not dataclasses.is_dataclass(here):
+            continue  # structure inside a free-form map (resources.requests): Pod API's
+        python = _plain(getattr(here, _python_name(parts[-1])))
+        crd_default = prop["default"]
+        if isinstance(python, dict) and isinstance(crd_default, dict) and crd_default:
+            # An object default names some fields; each must be the model's default.
+            crd_default = _snake_keys(crd_default)
+            python = {k: _snake_keys(python.get(k)) for k in crd_default}
+        elif isinstance(python, dict) and crd_default == {}:
+            # `default: {}` on a section: its fields' own defaults fill it.
+            compared += 1
+            continue
+        compared += 1
+        if python != crd_default:
+            different.append((path, crd_default, python))
+    assert compared > 50
+    assert different == []
+
+
+def _snake_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_python_name(k): _snake_keys(v) for k, v in value.items()}
+    return value

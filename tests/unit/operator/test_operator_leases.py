@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kuberank_operator.leases import (
+from kuberank_operator.cluster.leases import (
     LeaseRecord,
     Observation,
     decide,

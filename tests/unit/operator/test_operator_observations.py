@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from kuberank_operator import naming
-from kuberank_operator.indexes import GPU_PODS, child_entry, node_entry, pod_entries, rrd_entry
-from kuberank_operator.observations import summarize_child, summarize_pod
+from kuberank_operator.model import naming
+from kuberank_operator.model.indexes import (
+    GPU_PODS,
+    child_entry,
+    node_entry,
+    pod_entries,
+    rrd_entry,
+)
+from kuberank_operator.model.observations import summarize_child, summarize_pod
 
 
 def pod_body(**status: Any) -> dict[str, Any]:
@@ -120,7 +126,7 @@ def test_index_entries() -> None:
             "spec": {"replicas": 1},
         }
     )
-    assert rrd[("a", "b")]["metadata"]["generation"] == 2
+    assert rrd[("a", "b")].owner.generation == 2
 
 
 def owned(kind: str, **extra: Any) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from kuberank_operator import naming
-from kuberank_operator.naming import Owner
-from kuberank_operator.observations import ChildSummary
-from kuberank_operator.planning import (
+from kuberank_operator.model import naming
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.observations import ChildSummary
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.reconcile.planning import (
     SETTLE_SECONDS,
     PlannedApply,
     Remembered,
@@ -14,8 +15,7 @@ from kuberank_operator.planning import (
     requeue_after,
     transition_events,
 )
-from kuberank_operator.rendering import render_children
-from kuberank_operator.specs import parse_spec
+from kuberank_operator.rendering.children import render_children
 from tests.unit.operator.conftest import defaulted_spec, minimal_spec
 
 OWNER = Owner(namespace="ns", name="bge", uid="u")

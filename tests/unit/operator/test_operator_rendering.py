@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from kuberank_operator import naming
-from kuberank_operator.naming import Owner
-from kuberank_operator.rendering import (
+from kuberank_operator.model import naming
+from kuberank_operator.model.naming import Owner
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.specs import RerankerSpec
+from kuberank_operator.rendering.children import (
     RenderOptions,
     content_hash,
     render_children,
@@ -16,7 +18,6 @@ from kuberank_operator.rendering import (
     render_pdb,
     render_service,
 )
-from kuberank_operator.specs import RerankerSpec, parse_spec
 from tests.unit.operator.conftest import defaulted_spec, minimal_spec
 
 OWNER = Owner(namespace="search", name="bge", uid="0b1c-uid", generation=3)

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from kuberank_operator.capacity import Capacity
-from kuberank_operator.observations import ChildSummary, ContainerProblem, PodSummary
-from kuberank_operator.signals import PodTuning
-from kuberank_operator.specs import parse_spec
-from kuberank_operator.statuses import (
+from kuberank_operator.model.observations import ChildSummary, ContainerProblem, PodSummary
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.signals import PodTuning
+from kuberank_operator.reconcile.capacity import Capacity
+from kuberank_operator.reconcile.statuses import (
     Observed,
     compute_status,
     status_changed,

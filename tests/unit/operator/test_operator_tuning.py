@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from kuberank_operator.capacity import Capacity
-from kuberank_operator.observations import PodSummary
-from kuberank_operator.signals import MetricsFormatError, PodTuning, parse_tuning_state
-from kuberank_operator.specs import parse_spec
-from kuberank_operator.statuses import Condition, Observed, compute_status
+from kuberank_operator.model.observations import PodSummary
+from kuberank_operator.model.parsing import parse_spec
+from kuberank_operator.model.signals import MetricsFormatError, PodTuning, parse_tuning_state
+from kuberank_operator.reconcile.capacity import Capacity
+from kuberank_operator.reconcile.statuses import Condition, Observed, compute_status
 from tests.unit.operator.conftest import defaulted_spec, minimal_spec
 
 HEADER = (

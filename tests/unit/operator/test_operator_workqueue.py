@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kuberank_operator.workqueue import QueueClosedError, WorkQueue
+from kuberank_operator.reconcile.workqueue import QueueClosedError, WorkQueue
 
 
 class Clock:

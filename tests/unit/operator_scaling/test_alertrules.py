@@ -10,19 +10,18 @@ from typing import Any
 import pytest
 import yaml
 
-from kuberank_operator import naming
-from kuberank_operator.alertrules import (
+from kuberank_operator.model import naming
+from kuberank_operator.rendering.alertrules import (
     ACTION_LABEL,
     ALERT_NAMES,
     DEFAULT_THRESHOLDS,
     AlertThresholds,
-    http_sd_groups,
-    render_pod_monitor,
     render_prometheus_rule,
     render_rule_groups,
     render_rules_file,
     runbook_slug,
 )
+from kuberank_operator.rendering.monitoring import http_sd_groups, render_pod_monitor
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES_FILE = ROOT / "deploy" / "prometheus" / "kuberank-rules.yaml"
@@ -50,7 +49,8 @@ FAST = AlertThresholds(
 def test_committed_rules_file_is_the_rendered_one() -> None:
     assert RULES_FILE.read_text() == render_rules_file(), (
         "deploy/prometheus/kuberank-rules.yaml is stale: run "
-        "`.venv/bin/python -m kuberank_operator.alertrules > deploy/prometheus/kuberank-rules.yaml`"
+        "`.venv/bin/python -m kuberank_operator.rendering.alertrules"
+        " > deploy/prometheus/kuberank-rules.yaml`"
         " and `hack/sync-chart-files.sh`"
     )
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from kuberank_operator.alertwebhook import (
+from kuberank_operator.autoscaling.alertwebhook import (
+    AlertOutcome,
     AlertRequest,
+    AlertResult,
     PayloadError,
     TokenSource,
     build_app,
@@ -20,13 +22,18 @@ ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 TOKEN = "s3cret-token"
 
 
+class Did(AlertOutcome):
+    def __str__(self) -> str:
+        return self.detail
+
+
 class RecordingActions:
     def __init__(self) -> None:
         self.seen: list[AlertRequest] = []
 
-    async def act(self, alert: AlertRequest) -> str:
+    async def act(self, alert: AlertRequest) -> AlertOutcome:
         self.seen.append(alert)
-        return f"did {alert.action}"
+        return Did(AlertResult.ACTED, f"did {alert.action}")
 
 
 def alert(

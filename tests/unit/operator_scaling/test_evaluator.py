@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 
-from kuberank_operator.evaluator import DeploymentEvaluator, Evaluation, scraped_pods
-from kuberank_operator.observations import ContainerProblem, PodSummary
-from kuberank_operator.oomrestarts import OomPolicy
-from kuberank_operator.scaling import ScalePolicy
-from kuberank_operator.signals import GpuReading, InferenceReading, PodScrape
+from kuberank_operator.autoscaling.evaluator import DeploymentEvaluator, Evaluation
+from kuberank_operator.model.observations import ContainerProblem, PodSummary, scraped_pods
+from kuberank_operator.model.policies import OomPolicy, ScalePolicy
+from kuberank_operator.model.signals import GpuReading, InferenceReading, PodScrape
 
 SCALE = ScalePolicy(
     mode="builtin",

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from kuberank_operator.oomrestarts import (
-    OomPolicy,
-    OomPolicyError,
+from kuberank_operator.autoscaling.oomrestarts import (
     PodHealth,
-    max_unavailable,
-    oom_policy,
     plan_restarts,
     reduced_token_budget,
     restart_candidates,
     update_stuck_since,
 )
-from kuberank_operator.specs import OomSpec
+from kuberank_operator.model.policies import OomPolicy, OomPolicyError, max_unavailable, oom_policy
+from kuberank_operator.model.specs import OomSpec
 
 POLICY = OomPolicy(max_events=3, window_s=600, max_restarts_per_hour=2, stuck_s=60)
 NOW = 100_000.0

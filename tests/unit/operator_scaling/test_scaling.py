@@ -6,16 +6,10 @@ import random
 
 import pytest
 
-from kuberank_operator.scaling import (
-    PolicyError,
-    ScaleMemory,
-    ScalePolicy,
-    plan_scale,
-    scale_policy,
-    step_for_alert,
-)
-from kuberank_operator.signals import FleetSignals
-from kuberank_operator.specs import AutoscalingSpec, ScaleDownSpec, ScaleUpSpec
+from kuberank_operator.autoscaling.scaling import ScaleMemory, plan_scale, step_for_alert
+from kuberank_operator.model.policies import PolicyError, ScalePolicy, scale_policy
+from kuberank_operator.model.signals import FleetSignals
+from kuberank_operator.model.specs import AutoscalingSpec, ScaleDownSpec, ScaleUpSpec
 
 POLICY = ScalePolicy(
     mode="builtin",

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
-from kuberank_operator.scraping import PodTarget, metrics_url, new_session, scrape_pod
+from kuberank_operator.cluster.scraping import PodTarget, metrics_url, new_session, scrape_pod
 
 INFERENCE = """\
 # TYPE kuberank_inference_queue_depth gauge

@@ -7,7 +7,7 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kuberank_operator.signals import (
+from kuberank_operator.model.signals import (
     GpuReading,
     InferenceReading,
     MetricsFormatError,

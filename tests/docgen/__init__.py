@@ -1,1 +1,0 @@
-"""Reference documents generated from their sources: CRD schema, chart values, metrics."""

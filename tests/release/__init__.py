@@ -1,2 +1,0 @@
-"""The chart on a cluster: installing it, running its operator with the chart's own credentials,
-running hook pods like a kubelet would, and the `make demo` story built from those parts."""
