@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.operator_support import rrd_crd, rrd_manifest
+from localcluster import LocalCluster, wait_until
+from tests.e2e.operator_support import rrd_manifest
 from tests.hostile_specs import (
     ALLOWED_HOST_PATH,
     CASES,
@@ -22,9 +23,6 @@ from tests.hostile_specs import (
     HostileCase,
     base_spec,
 )
-from tests.localcluster import LocalCluster, wait_until
-
-__all__ = ["rrd_crd"]
 
 pytestmark = pytest.mark.e2e
 

@@ -65,10 +65,13 @@ def test_defaults_render_the_operator_and_its_rbac(render: Render) -> None:
             "ClusterRole",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
+            "ConfigMap",  # the admin's admission rules
             "Deployment",
             "Pod",  # the helm test hook
             "Service",
             "ServiceAccount",
+            "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding",
         ]
     )
     deployment = one(objects, "Deployment")
@@ -298,7 +301,7 @@ def test_dashboard_configmap_holds_the_dashboard(render: Render) -> None:
     objects = render(
         "monitoring.grafanaDashboard.enabled=true", "monitoring.grafanaDashboard.namespace=grafana"
     )
-    configmap = one(objects, "ConfigMap")
+    [configmap] = [o for o in by_kind(objects, "ConfigMap") if "kuberank.json" in o["data"]]
     assert configmap["metadata"]["namespace"] == "grafana"
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
     shipped = json.loads((REPO_ROOT / "dashboards" / "kuberank.json").read_text())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kuberank_operator.admission import AdmissionPolicy, check
+from kuberank_operator.model.admission import AdmissionPolicy, check
 from tests.hostile_specs import (
     ALLOWED_HOST_PATH,
     ALLOWED_REPOSITORY,

@@ -36,7 +36,9 @@ REQUIRED_WITHOUT_DEFAULT = {
     "spec.model.source.image.reference",
 }
 # Free-form or list-item fields that take their meaning from the Pod API.
-NO_DEFAULT_NEEDED_UNDER = ("spec.tolerations.",)
+# Tolerations, and affinity (the core/v1 Affinity type, generated): fields without defaults,
+# as in a Pod spec.
+NO_DEFAULT_NEEDED_UNDER = ("spec.tolerations.", "spec.affinity.")
 
 
 def walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
