@@ -9,7 +9,7 @@ Each case is what a namespace user might submit. `refused_by` says who must stop
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # The namespace the e2e's admin allows GPU tuning in, and the one host path prefix it allows.
@@ -36,7 +36,6 @@ class HostileCase:
     field: str
     # Replace these top-level spec keys instead of merging into them.
     replace: tuple[str, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> dict[str, Any]:
         spec = base_spec()

@@ -27,6 +27,7 @@ from kuberank_operator.autoscaling.responders import (
     stop_responders,
 )
 from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.admission_source import AdmissionSource, configmap_ref
 from kuberank_operator.cluster.electing import ElectionOptions, Elector
 from kuberank_operator.cluster.kubeapi import KubeApi
 from kuberank_operator.model import naming
@@ -94,14 +95,24 @@ async def start(
     actuator = runtime.actuator = Actuator(runtime.api)
     # Tuning results change without any Kubernetes event: the watch enqueues the resource.
     runtime.tuning = TuningWatch(world=world, on_change=lambda key: controller.enqueue(key))
+    api = runtime.api
+    admission = AdmissionSource(
+        lambda namespace, name: api.read_configmap(namespace=namespace, name=name),
+        configmap_ref(config.admission_configmap),
+    )
     controller = Controller(
         actuator=actuator,
         world=world,
         tuning_states=runtime.tuning.states,
+        admission=admission.current,
         options=ControllerOptions(
             workers=config.workers,
             resync_seconds=config.resync_seconds,
-            render=RenderOptions(sidecar_pod_resources=config.sidecar_pod_resources),
+            render=RenderOptions(
+                sidecar_pod_resources=config.sidecar_pod_resources,
+                sidecar_image=config.sidecar_image,
+                sidecar_image_pull_policy=config.sidecar_image_pull_policy,
+            ),
         ),
     )
     runtime.controller = controller

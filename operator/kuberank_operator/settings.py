@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from kuberank_operator.model.specs import ImageSpec
 from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
 
 ENV_PREFIX = "KUBERANK_"
@@ -158,6 +159,23 @@ class OperatorConfig(BaseSettings):
         description="mount the kubelet pod-resources socket (hostPath) into each GPU sidecar so "
         "it resolves its device exactly; otherwise it reads the inference container's handshake",
     )
+    # The trust boundary (docs/security.md): what a RerankerDeployment may ask for, and the image
+    # of the sidecar, which no RerankerDeployment chooses.
+    admission_configmap: str = Field(
+        default="",
+        description="ConfigMap holding the cluster admin's admission rules, as NAMESPACE/NAME "
+        "(the chart's <release>-admission, also the params of its ValidatingAdmissionPolicy); "
+        "re-read every 10 s. Empty: the built-in rules, which are the chart's defaults (no "
+        "hostPath models, no GPU tuning, only the kuberank image, ClusterIP Services only)",
+    )
+    sidecar_image: str = Field(
+        default=ImageSpec().reference,
+        description="image of every pod's telemetry and tuning sidecar: the operator's own "
+        "image (the chart sets it); never taken from a RerankerDeployment",
+    )
+    sidecar_image_pull_policy: Annotated[
+        str, AfterValidator(_choice("Always", "IfNotPresent", "Never"))
+    ] = Field(default=ImageSpec().pull_policy, description="pull policy of the sidecar image")
     # Autoscaling and OOM restarts (autoscaling.responders): the builtin evaluator scrapes pods
     # and decides; the Alertmanager webhook receiver acts on kuberank alerts when enabled.
     builtin_evaluator: Switch = Field(

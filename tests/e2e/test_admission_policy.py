@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,9 @@ class Tenant:
     release_namespace: str
     policy: str  # the ValidatingAdmissionPolicy's name
 
-    def kubectl_as(self, cluster: LocalCluster, *args: str, **kwargs: Any) -> Any:
+    def kubectl_as(
+        self, cluster: LocalCluster, *args: str, **kwargs: Any
+    ) -> subprocess.CompletedProcess[str]:
         return cluster.kubectl(*args, f"--as={self.user}", **kwargs)
 
 

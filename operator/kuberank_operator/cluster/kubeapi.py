@@ -255,6 +255,17 @@ class KubeApi:
         except (binascii.Error, UnicodeDecodeError):
             return None
 
+    async def read_configmap(self, *, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data; None when it is missing or this ServiceAccount may not read it."""
+        try:
+            _, body = await self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
+        except ApiError as exc:
+            if exc.status in (403, 404):
+                logger.warning("cannot read configmap %s/%s: %s", namespace, name, exc)
+                return None
+            raise
+        return {str(k): str(v) for k, v in ((body or {}).get("data") or {}).items()}
+
     async def serves_kinds(self, group_version: str, kinds: Sequence[str]) -> bool:
         """Whether the API server serves all these kinds in group_version (discovery)."""
         try:

@@ -30,6 +30,8 @@ RESERVED_ANNOTATION_PREFIXES = (
 )
 
 DEFAULT_IMAGE_REPOSITORY = "ghcr.io/kuberank/kuberank"
+# In tuningNamespaces: every namespace.
+ANY = "*"
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ def check(spec: Mapping[str, Any], *, namespace: str, policy: AdmissionPolicy) -
     """Every admin rule the spec breaks, in a fixed order; empty when it may be rendered."""
     refusals: list[Refusal] = []
     tuners = _listed(policy.tuning_namespaces, "no namespace")
-    if asks_for_tuning(spec) and namespace not in policy.tuning_namespaces:
+    tuning_allowed = namespace in policy.tuning_namespaces or ANY in policy.tuning_namespaces
+    if asks_for_tuning(spec) and not tuning_allowed:
         refusals.append(
             Refusal(
                 "spec.gpu.powerLimitWatts",

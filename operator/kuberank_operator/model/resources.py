@@ -45,6 +45,9 @@ class ResourceView:
     deleting: bool
     # status as stored, read-only: the writers read their own fields back after a restart.
     status: Mapping[str, Any]
+    # The spec as submitted, read-only: the admission re-check judges it as the API server's
+    # policy judges object.spec.
+    spec_body: Mapping[str, Any]
     # Exactly one of spec and spec_error is set.
     spec: RerankerSpec | None
     spec_error: str | None
@@ -102,6 +105,7 @@ def resource_view(body: Mapping[str, Any]) -> ResourceView:
         deleting=bool(meta.get("deletionTimestamp")),
         # A copy: kopf's body is a live view that changes under us.
         status=copy.deepcopy(dict(body.get("status") or {})),
+        spec_body=copy.deepcopy(dict(body.get("spec") or {})),
         spec=spec,
         spec_error=spec_error,
         policies=policies,

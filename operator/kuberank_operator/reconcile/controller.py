@@ -14,13 +14,14 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.outcomes import Refused
+from kuberank_operator.model import admission
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.naming import Owner, StatusWriter
 from kuberank_operator.model.resources import Key
@@ -56,6 +57,10 @@ class _Memory:
     failures: int = 0
 
 
+async def _builtin_admission() -> admission.AdmissionPolicy:
+    return admission.AdmissionPolicy()
+
+
 def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -69,6 +74,7 @@ class Controller:
         options: ControllerOptions,
         clock: Callable[[], float] = time.monotonic,
         tuning_states: Callable[[Key], Mapping[str, PodTuning] | None] = lambda key: None,
+        admission: Callable[[], Awaitable[admission.AdmissionPolicy]] | None = None,
     ) -> None:
         self._actuator = actuator
         self._world = world
@@ -76,6 +82,8 @@ class Controller:
         self._clock = clock
         # Per pod, the GPU tuning its sidecar reports (tuningwatch.TuningWatch.states).
         self._tuning_states = tuning_states
+        # The admin's rules, re-checked before anything is rendered (None: the built-in rules).
+        self._admission = admission or _builtin_admission
         self.queue: WorkQueue[Key] = WorkQueue(clock=clock)
         self._memory: dict[Key, _Memory] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -191,8 +199,21 @@ class Controller:
         previous_status = view.status
         spec = view.spec
         if spec is None:
-            await self._report_invalid_spec(owner, previous_status, view.spec_error or "")
+            await self._report_refusal(
+                owner, previous_status, reason="InvalidSpec", message=view.spec_error or ""
+            )
             return None
+        refusals = admission.check(
+            view.spec_body, namespace=owner.namespace, policy=await self._admission()
+        )
+        if refusals:
+            # Nothing is rendered (an existing Deployment is left as it is); look again at the
+            # resync, when the admin's rules may have changed.
+            message = "; ".join(r.message for r in refusals)
+            await self._report_refusal(
+                owner, previous_status, reason="AdmissionRefused", message=message
+            )
+            return self._options.resync_seconds
 
         now = self._clock()
         resync = now >= memory.next_resync
@@ -288,12 +309,14 @@ class Controller:
         ):
             await self._event(owner, event_type, reason, message, action="UpdateStatus")
 
-    async def _report_invalid_spec(
-        self, owner: Owner, previous: Mapping[str, Any], message: str
+    async def _report_refusal(
+        self, owner: Owner, previous: Mapping[str, Any], *, reason: str, message: str
     ) -> None:
+        """Ready False and Degraded True with `reason`, and one Event, for a spec not rendered:
+        unusable (InvalidSpec) or refused by the admin's rules (AdmissionRefused)."""
         already = any(
             c.get("type") == statuses.DEGRADED
-            and c.get("reason") == "InvalidSpec"
+            and c.get("reason") == reason
             and c.get("message") == message
             for c in previous.get("conditions") or []
         )
@@ -304,7 +327,7 @@ class Controller:
             {
                 "type": statuses.READY,
                 "status": "False",
-                "reason": "InvalidSpec",
+                "reason": reason,
                 "message": message,
                 "lastTransitionTime": now,
                 "observedGeneration": owner.generation,
@@ -312,7 +335,7 @@ class Controller:
             {
                 "type": statuses.DEGRADED,
                 "status": "True",
-                "reason": "InvalidSpec",
+                "reason": reason,
                 "message": message,
                 "lastTransitionTime": now,
                 "observedGeneration": owner.generation,
@@ -327,11 +350,11 @@ class Controller:
                 **kept,
                 "observedGeneration": owner.generation,
                 "state": "Degraded",
-                "reason": "InvalidSpec",
+                "reason": reason,
                 "conditions": conditions,
             },
         )
-        await self._event(owner, "Warning", "InvalidSpec", message, action="Validate")
+        await self._event(owner, "Warning", reason, message, action="Validate")
 
     async def _event(
         self, owner: Owner, type_: str, reason: str, message: str, *, action: str

@@ -15,7 +15,7 @@ from typing import Any
 
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
-from kuberank_operator.model.specs import ModelSource, RerankerSpec
+from kuberank_operator.model.specs import ImageSpec, ModelSource, RerankerSpec
 
 HANDSHAKE_VOLUME = "device-handshake"
 MODELS_VOLUME = "models"
@@ -35,6 +35,10 @@ class RenderOptions:
 
     # Mount the kubelet pod-resources socket into the sidecar so it resolves its device exactly.
     sidecar_pod_resources: bool = False
+    # The sidecar runs the operator's own image (--sidecar-image), never one a RerankerDeployment
+    # names: with GPU tuning it is root with CAP_SYS_ADMIN.
+    sidecar_image: str = ImageSpec().reference
+    sidecar_image_pull_policy: str = ImageSpec().pull_policy
 
 
 def _container_port(name: str, number: int) -> dict[str, Any]:
@@ -226,8 +230,8 @@ def sidecar_container(spec: RerankerSpec, options: RenderOptions) -> dict[str, A
         )
     return {
         "name": naming.SIDECAR_CONTAINER,
-        "image": spec.image.reference,
-        "imagePullPolicy": spec.image.pull_policy,
+        "image": options.sidecar_image,
+        "imagePullPolicy": options.sidecar_image_pull_policy,
         "command": ["kuberank-sidecar"],
         "env": sidecar_env(spec, options),
         "ports": [_container_port(naming.SIDECAR_PORT_NAME, naming.SIDECAR_PORT)],

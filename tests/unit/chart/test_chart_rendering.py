@@ -21,8 +21,10 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
 
-def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = by_kind(objects, kind)
+def one(objects: list[dict[str, Any]], kind: str, *, unless: str = "-admission") -> dict[str, Any]:
+    """The one object of `kind`, beside the admission rules' own (named *-admission), which
+    every release renders."""
+    found = [o for o in by_kind(objects, kind) if not o["metadata"]["name"].endswith(unless)]
     assert len(found) == 1, f"expected one {kind}, got {[o['metadata']['name'] for o in found]}"
     return found[0]
 
@@ -68,6 +70,8 @@ def test_defaults_render_the_operator_and_its_rbac(render: Render) -> None:
             "ConfigMap",  # the admin's admission rules
             "Deployment",
             "Pod",  # the helm test hook
+            "Role",  # reads the admission ConfigMap
+            "RoleBinding",
             "Service",
             "ServiceAccount",
             "ValidatingAdmissionPolicy",
@@ -194,7 +198,11 @@ def test_operator_writes_only_status_and_scale_of_its_resource(render: Render) -
 
 def test_watch_namespaces_binds_only_those_namespaces(render: Render) -> None:
     objects = render("operator.watchNamespaces={search,rag}")
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [
+        b
+        for b in by_kind(objects, "RoleBinding")
+        if not b["metadata"]["name"].endswith("-admission")
+    ]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["rag", "search"]
     for binding in bindings:
         assert binding["roleRef"]["name"] == "kuberank-workloads"
@@ -293,7 +301,8 @@ def test_several_replicas_elect_a_leader_through_one_lease(render: Render) -> No
         },
     ]
     single = render()
-    assert not by_kind(single, "Role")
+    # One replica: no leader-election Role (only the admission rules' reader).
+    assert [r["metadata"]["name"] for r in by_kind(single, "Role")] == ["kuberank-admission"]
     assert one(single, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
 
 
