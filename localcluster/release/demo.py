@@ -32,6 +32,13 @@ CHART = REPO / "charts" / "kuberank"
 EXAMPLE = REPO / "crds" / "examples" / "gpu.yaml"
 BIN = Path(sys.executable).parent
 RELEASE, RELEASE_NAMESPACE, APP_NAMESPACE = "kuberank", "kuberank-system", "demo"
+# What the demo's admin allows (docs/security.md): the example tunes its GPUs and reads its
+# weights from a node directory.
+MODELS_PREFIX = "/var/lib/kuberank/models"
+ADMIN_VALUES = (
+    "--set", f"admission.tuningNamespaces={{{APP_NAMESPACE}}}",
+    "--set", f"admission.allowedHostPathPrefixes={{{MODELS_PREFIX}}}",
+)  # fmt: skip
 STEPS = 7
 # Processes this demo leaves running; names start with "demo-" so a re-run finds its own.
 DEMO_PREFIX = "demo-"
@@ -116,10 +123,14 @@ def tell_story(state_dir: Path) -> int:
     def install() -> None:
         kube.helm(
             "upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE,
-            "--create-namespace", "--wait", "--timeout", "120s",
+            "--create-namespace", "--wait", "--timeout", "120s", *ADMIN_VALUES,
         )  # fmt: skip
 
     _timed(2, f"helm install {RELEASE} charts/kuberank -n {RELEASE_NAMESPACE}", install)
+    detail(
+        f"admission rules: GPU tuning allowed in {APP_NAMESPACE}, models from {MODELS_PREFIX} "
+        "(everything else as the chart's defaults: docs/security.md)"
+    )
     pod = kube.kubectl(
         "get", "pods", "-n", RELEASE_NAMESPACE, "-l", f"app.kubernetes.io/instance={RELEASE}",
         "-o", "jsonpath={.items[0].metadata.name} on {.items[0].spec.nodeName}, "

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from kuberank_operator.cluster.admission_source import configmap_ref
 from kuberank_operator.model.specs import ImageSpec
 from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
 
@@ -76,6 +77,11 @@ def _resync(value: float) -> float:
 def _lease_seconds(value: int) -> int:
     if not 3 <= value <= 300:
         raise ValueError("must be 3 to 300 seconds")
+    return value
+
+
+def _configmap_ref(value: str) -> str:
+    configmap_ref(value)  # raises with the fix in its message
     return value
 
 
@@ -161,7 +167,7 @@ class OperatorConfig(BaseSettings):
     )
     # The trust boundary (docs/security.md): what a RerankerDeployment may ask for, and the image
     # of the sidecar, which no RerankerDeployment chooses.
-    admission_configmap: str = Field(
+    admission_configmap: Annotated[str, AfterValidator(_configmap_ref)] = Field(
         default="",
         description="ConfigMap holding the cluster admin's admission rules, as NAMESPACE/NAME "
         "(the chart's <release>-admission, also the params of its ValidatingAdmissionPolicy); "

@@ -4,6 +4,7 @@ suite (reconciling, autoscaling, alerting, tuning) and the benchmarks."""
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import subprocess
 import urllib.request
@@ -15,6 +16,39 @@ from localcluster.cluster import free_ports
 from tests.e2e.subprocesses import BIN, QUIET_ENV, http_json, spawn
 
 WAIT = 90.0
+
+# The admin's admission rules most suites run under: everything the CRD's schema allows, except
+# what the rules refuse always (system-* priority classes, reserved annotations other than
+# kwok's, which the suites use to script pod statuses). tests/e2e/test_operator_admission.py
+# runs the operator under strict rules.
+PERMISSIVE_RULES = ("kuberank-e2e", "permissive-admission")
+PERMISSIVE_DATA = {
+    "tuningNamespaces": "*",
+    "allowedHostPathPrefixes": "/",
+    "allowedImageRepositories": "ghcr.io/kuberank/",
+    "allowedServiceTypes": "ClusterIP,NodePort,LoadBalancer",
+    "allowedPriorityClassNames": "",
+    "allowedPodAnnotationPrefixes": "kwok.x-k8s.io/",
+}
+
+
+def apply_admission_rules(
+    cluster: LocalCluster, namespace: str, name: str, data: dict[str, str]
+) -> str:
+    """The rules as the chart renders them (a ConfigMap); NAMESPACE/NAME for the operator."""
+    for obj in (
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": data,
+        },
+    ):
+        cluster.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(obj)
+        )
+    return f"{namespace}/{name}"
 
 
 class OperatorProcess:
@@ -31,8 +65,13 @@ class OperatorProcess:
         webhook_secret: str | None = None,
         log_format: str = "text",
         extra_args: Sequence[str] = (),
+        admission_rules: str | None = None,
     ) -> None:
+        """`admission_rules`: NAMESPACE/NAME of the rules' ConfigMap (default: the permissive
+        rules above)."""
         self.metrics_port, self.webhook_port = free_ports(2)
+        if admission_rules is None:
+            admission_rules = apply_admission_rules(cluster, *PERMISSIVE_RULES, PERMISSIVE_DATA)
         args = [
             str(BIN / "kuberank-operator"),
             "--kubeconfig", str(cluster.kubeconfig),
@@ -41,6 +80,7 @@ class OperatorProcess:
             "--metrics-port", str(self.metrics_port),
             "--log-format", log_format,
             "--builtin-evaluator", "true" if builtin else "false",
+            "--admission-configmap", admission_rules,
         ]  # fmt: skip
         if webhook_secret is not None:
             if len(namespaces) != 1:

@@ -99,7 +99,9 @@ def operators(
     out; every one is stopped after the test."""
     started: list[OperatorProcess] = []
 
-    def start(*namespaces: str, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
+    def start(
+        *namespaces: str, extra_args: tuple[str, ...] = (), admission_rules: str | None = None
+    ) -> OperatorProcess:
         op = OperatorProcess(
             local_cluster,
             namespaces=namespaces,
@@ -108,6 +110,7 @@ def operators(
             builtin=False,
             log_format="json",
             extra_args=("--resync-seconds", "30", *extra_args),
+            admission_rules=admission_rules,
         )
         started.append(op)
         op.wait_healthy()

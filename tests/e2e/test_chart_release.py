@@ -78,6 +78,8 @@ def release(
         "install", rel.name, str(CHART), "-n", rel.namespace,
         "--set", f"operator.watchNamespaces={{{rel.apps}}}",
         "--set", "alertWebhook.enabled=true",
+        # The admin lets this module's RerankerDeployments mount their models from /m.
+        "--set", "admission.allowedHostPathPrefixes={/m}",
         # No kubelet here: kwok leaves the test pod's status to the test, which runs it.
         "--set-string", r"tests.podAnnotations.kwok\.x-k8s\.io/status=custom",
         "--wait", "--timeout", "120s",

@@ -253,3 +253,22 @@ def test_sidecar_env_is_accepted_by_the_sidecar(monkeypatch: pytest.MonkeyPatch)
     assert config.tuning.gpu_clocks is not None
     assert config.tuning.gpu_clocks.max_mhz == 1755
     assert config.tuning.memory_clocks is not None
+
+
+def test_the_sidecar_runs_the_operators_image_never_the_resources() -> None:
+    """spec.image picks the inference container's image only: with tuning the sidecar is root
+    with CAP_SYS_ADMIN, so its image is the operator's (--sidecar-image)."""
+    spec = spec_of(
+        image={"repository": "registry.example.com/team/inference", "tag": "7"},
+        gpu={"powerLimitWatts": 300},
+    )
+    options = RenderOptions(
+        sidecar_image="registry.example.com/kuberank/kuberank:0.2.0",
+        sidecar_image_pull_policy="Always",
+    )
+    rendered = containers(spec, options=options)
+    assert rendered[naming.INFERENCE_CONTAINER]["image"] == "registry.example.com/team/inference:7"
+    sidecar = rendered[naming.SIDECAR_CONTAINER]
+    assert sidecar["image"] == "registry.example.com/kuberank/kuberank:0.2.0"
+    assert sidecar["imagePullPolicy"] == "Always"
+    assert sidecar["securityContext"]["capabilities"]["add"] == ["SYS_ADMIN"]
