@@ -8,14 +8,13 @@ requests; the operator's families come from its registry (it needs a cluster to 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import generate_latest
 
 from docgen import metric_names
 from localcluster import processes
@@ -43,11 +42,22 @@ def _get(url: str) -> str:
         return str(answer.read().decode())
 
 
-def operator_exposition() -> str:
-    """The operator's metric families as its /metrics renders them (no cluster needed)."""
-    from kuberank_operator.telemetry import metrics  # every operator metric is defined there
+_OPERATOR_EXPOSITION = (
+    "import sys; from prometheus_client import generate_latest; "
+    "from kuberank_operator.telemetry import metrics; "
+    "sys.stdout.write(generate_latest(metrics.REGISTRY).decode())"
+)
 
-    return generate_latest(metrics.REGISTRY).decode()
+
+def operator_exposition() -> str:
+    """The operator's metric families as a fresh operator's /metrics renders them (no cluster
+    needed). A new interpreter: in a test session the in-process operator tests have already
+    counted into this process's registry, which would change the labels the reference shows."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OPERATOR_EXPOSITION],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout
 
 
 def scrape_components(workdir: Path) -> dict[str, str]:
