@@ -12,7 +12,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kuberank_sidecar import nvml_profiling
-from kuberank_sidecar.collection import ExportContext, TelemetryView, render_families
+from kuberank_sidecar.collection import (
+    PROFILING_FIELDS,
+    ExportContext,
+    TelemetryView,
+    render_families,
+)
 from kuberank_sidecar.devices import NvmlErrorKind, ProfilingSample
 from kuberank_sidecar.exposition import render_text
 from kuberank_sidecar.fake_gpm import FULL_LOAD, FakeGpm
@@ -303,3 +308,13 @@ def test_real_adapter_converts_to_dcgm_units(library: _FakeLibrary) -> None:
     assert [(e.field, e.kind) for e in reading.field_errors] == [
         ("gpm_pcie_tx_bytes_per_s", NvmlErrorKind.NOT_SUPPORTED)
     ]
+
+
+def test_docs_name_every_profiling_metric_and_fake_knob() -> None:
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "sidecar.md").read_text()
+    assert tuple(name for name, _field, _help in PROFILING_FIELDS) == PROF
+    for name in PROF:
+        assert f"| `{name}` | gauge |" in doc, f"docs/sidecar.md does not list {name}"
+    for knob in ("load", *FULL_LOAD):
+        assert f"`{knob}`" in doc, f"docs/sidecar.md does not document the fake's {knob!r}"
+    assert "`h100-mig-1g.10gb`" in doc
