@@ -1,8 +1,9 @@
 """Real expositions of kuberank's components, for the metrics reference and its tests.
 
-The inference server (CPU, packaged MiniLM) and the sidecar (fake NVML, with tuning applied and
-one XID event injected) run as real processes on loopback and are scraped after answering a few
-requests; the operator's families come from its registry (it needs a cluster to run).
+The inference server (CPU, packaged MiniLM) and the sidecar (fake NVML on an H100, so with GPM
+profiling metrics, tuning applied and one XID event injected) run as real processes on loopback
+and are scraped after answering a few requests; the operator's families come from its registry
+(it needs a cluster to run).
 """
 
 from __future__ import annotations
@@ -103,7 +104,9 @@ def scrape_components(workdir: Path) -> dict[str, str]:
         _request(f"{base}/embed", {"inputs": ["a GPU"]})
         _request(f"{base}/rerank", {"query": "gpu", "texts": []})  # 4xx: an error status label
         sidecar = f"http://{HOST}:{sidecar_port}/metrics"
-        healthy = _wait_for(sidecar, "kuberank_gpu_xid_events_total{")
+        _wait_for(sidecar, "kuberank_gpu_xid_events_total{")
+        # GPM profiling metrics need two polls; the XID count stays, so wait for both.
+        healthy = _wait_for(sidecar, "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{")
         # Then an NVML error, for the error counter (its field's own metric goes missing).
         state = {"gpus": {"0": {"errors": {"pcie_replay": "not_supported"}}}}
         state_file.with_suffix(".tmp").write_text(json.dumps(state))
