@@ -12,6 +12,9 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # PodMonitors add; the ".*" of "All" also matches series without it (plain Prometheus).
 SEL = 'namespace=~"$namespace", rerankerdeployment=~"$rerankerdeployment", pod=~"$pod"'
 RATE = "$__rate_interval"
+# Engine activity: GPM's DCGM_FI_PROF_GR_ENGINE_ACTIVE (Hopper and newer, per MIG slice too), else
+# NVML utilization, which reads near 100 % whenever any kernel runs.
+ENGINE_ACTIVE = f"(DCGM_FI_PROF_GR_ENGINE_ACTIVE{{{SEL}}} or DCGM_FI_DEV_GPU_UTIL{{{SEL}}} / 100)"
 
 
 @dataclass(frozen=True)
@@ -192,10 +195,11 @@ def _overview(layout: Layout) -> None:
             "none",
         ),
         (
-            "GPU utilization",
-            "Mean GPU utilization over the pods' GPUs.",
-            f"avg(DCGM_FI_DEV_GPU_UTIL{{{SEL}}})",
-            "percent",
+            "GPU engine active",
+            "Mean share of time the pods' GPUs (or MIG slices) were busy: "
+            "DCGM_FI_PROF_GR_ENGINE_ACTIVE, else DCGM_FI_DEV_GPU_UTIL.",
+            f"avg({ENGINE_ACTIVE})",
+            "percentunit",
         ),
     ):
         layout.add(stat(title, description, Target(expr, ""), unit=unit), width=4, height=4)
@@ -296,11 +300,21 @@ def _gpu(layout: Layout) -> None:
     layout.row("GPU")
     layout.add(
         timeseries(
-            "GPU utilization",
-            "Share of time a kernel ran on the GPU (DCGM_FI_DEV_GPU_UTIL; whole GPUs only).",
-            [Target(f"DCGM_FI_DEV_GPU_UTIL{{{SEL}}}", "{{pod}} gpu {{gpu}}")],
-            unit="percent",
-            max_value=100,
+            "GPU activity",
+            "Graphics-engine, SM and tensor-pipe activity from NVML GPM (Hopper and newer, per "
+            "MIG slice too); the engine line falls back to DCGM_FI_DEV_GPU_UTIL / 100 where "
+            "there is no GPM. An engine near 1 with low SM or tensor activity runs small or fp32 "
+            "kernels.",
+            [
+                Target(ENGINE_ACTIVE, "engine {{pod}} gpu {{gpu}} {{GPU_I_ID}}"),
+                Target(f"DCGM_FI_PROF_SM_ACTIVE{{{SEL}}}", "SM {{pod}} gpu {{gpu}} {{GPU_I_ID}}"),
+                Target(
+                    f"DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{{{SEL}}}",
+                    "tensor {{pod}} gpu {{gpu}} {{GPU_I_ID}}",
+                ),
+            ],
+            unit="percentunit",
+            max_value=1,
         ),
         width=12,
         height=8,
@@ -323,6 +337,35 @@ def _gpu(layout: Layout) -> None:
             ],
             unit="percentunit",
             max_value=1,
+        ),
+        width=12,
+        height=8,
+    )
+    layout.add(
+        timeseries(
+            "SM occupancy and DRAM activity",
+            "Resident warps per SM against the maximum (DCGM_FI_PROF_SM_OCCUPANCY) and the share "
+            "of cycles device memory was busy (DCGM_FI_PROF_DRAM_ACTIVE), from NVML GPM.",
+            [
+                Target(f"DCGM_FI_PROF_SM_OCCUPANCY{{{SEL}}}", "occupancy {{pod}} gpu {{gpu}}"),
+                Target(f"DCGM_FI_PROF_DRAM_ACTIVE{{{SEL}}}", "DRAM {{pod}} gpu {{gpu}}"),
+            ],
+            unit="percentunit",
+            max_value=1,
+        ),
+        width=12,
+        height=8,
+    )
+    layout.add(
+        timeseries(
+            "PCIe throughput",
+            "Bytes per second over PCIe, host to GPU (RX) and GPU to host (TX), from NVML GPM: "
+            "tokenized batches going in and scores coming out.",
+            [
+                Target(f"DCGM_FI_PROF_PCIE_RX_BYTES{{{SEL}}}", "RX {{pod}} gpu {{gpu}}"),
+                Target(f"DCGM_FI_PROF_PCIE_TX_BYTES{{{SEL}}}", "TX {{pod}} gpu {{gpu}}"),
+            ],
+            unit="Bps",
         ),
         width=12,
         height=8,

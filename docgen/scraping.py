@@ -1,21 +1,21 @@
 """Real expositions of kuberank's components, for the metrics reference and its tests.
 
-The inference server (CPU, packaged MiniLM) and the sidecar (fake NVML, with tuning applied and
-one XID event injected) run as real processes on loopback and are scraped after answering a few
-requests; the operator's families come from its registry (it needs a cluster to run).
+The inference server (CPU, packaged MiniLM) and the sidecar (fake NVML on an H100, so with GPM
+profiling metrics, tuning applied and one XID event injected) run as real processes on loopback
+and are scraped after answering a few requests; the operator's families come from its registry
+(it needs a cluster to run).
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-from prometheus_client import generate_latest
 
 from docgen import metric_names
 from localcluster import processes
@@ -43,11 +43,22 @@ def _get(url: str) -> str:
         return str(answer.read().decode())
 
 
-def operator_exposition() -> str:
-    """The operator's metric families as its /metrics renders them (no cluster needed)."""
-    from kuberank_operator.telemetry import metrics  # every operator metric is defined there
+_OPERATOR_EXPOSITION = (
+    "import sys; from prometheus_client import generate_latest; "
+    "from kuberank_operator.telemetry import metrics; "
+    "sys.stdout.write(generate_latest(metrics.REGISTRY).decode())"
+)
 
-    return generate_latest(metrics.REGISTRY).decode()
+
+def operator_exposition() -> str:
+    """The operator's metric families as a fresh operator's /metrics renders them (no cluster
+    needed). A new interpreter: in a test session the in-process operator tests have already
+    counted into this process's registry, which would change the labels the reference shows."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OPERATOR_EXPOSITION],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    return done.stdout
 
 
 def scrape_components(workdir: Path) -> dict[str, str]:
@@ -93,7 +104,9 @@ def scrape_components(workdir: Path) -> dict[str, str]:
         _request(f"{base}/embed", {"inputs": ["a GPU"]})
         _request(f"{base}/rerank", {"query": "gpu", "texts": []})  # 4xx: an error status label
         sidecar = f"http://{HOST}:{sidecar_port}/metrics"
-        healthy = _wait_for(sidecar, "kuberank_gpu_xid_events_total{")
+        _wait_for(sidecar, "kuberank_gpu_xid_events_total{")
+        # GPM profiling metrics need two polls; the XID count stays, so wait for both.
+        healthy = _wait_for(sidecar, "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{")
         # Then an NVML error, for the error counter (its field's own metric goes missing).
         state = {"gpus": {"0": {"errors": {"pcie_replay": "not_supported"}}}}
         state_file.with_suffix(".tmp").write_text(json.dumps(state))

@@ -21,6 +21,51 @@ from kuberank_sidecar.tuning_plans import GpuTuningStatus, TuningPlan, TuningSta
 WHOLE_GPU = " Whole-GPU value, also on a MIG device (shared by every slice of the GPU)."
 PER_INSTANCE = " On a MIG device: that GPU instance's memory."
 NO_MIG = " Whole GPU only: not exported for MIG devices (NVML has no per-instance utilization)."
+PROFILING = (
+    " From NVML GPM (Hopper and newer; absent elsewhere), averaged between the two latest polls;"
+    " on a MIG device, that GPU instance's."
+)
+
+# dcgm-exporter's profiling fields (its names, types and help text): metric, ProfilingReading field
+PROFILING_FIELDS: tuple[tuple[str, str, str], ...] = (
+    (
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "gr_engine_active",
+        "Ratio of time the graphics engine is active.",
+    ),
+    (
+        "DCGM_FI_PROF_SM_ACTIVE",
+        "sm_active",
+        "The ratio of cycles an SM has at least 1 warp assigned.",
+    ),
+    (
+        "DCGM_FI_PROF_SM_OCCUPANCY",
+        "sm_occupancy",
+        "The ratio of number of warps resident on an SM.",
+    ),
+    (
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        "tensor_active",
+        "Ratio of cycles the tensor (HMMA) pipe is active (NVML: any tensor pipe).",
+    ),
+    (
+        "DCGM_FI_PROF_DRAM_ACTIVE",
+        "dram_active",
+        "Ratio of cycles the device memory interface is active sending or receiving data.",
+    ),
+    (
+        "DCGM_FI_PROF_PCIE_TX_BYTES",
+        "pcie_tx_bytes_per_s",
+        "The rate of data transmitted over the PCIe bus - including both protocol headers and "
+        "data payloads - in bytes per second.",
+    ),
+    (
+        "DCGM_FI_PROF_PCIE_RX_BYTES",
+        "pcie_rx_bytes_per_s",
+        "The rate of data received over the PCIe bus - including both protocol headers and "
+        "data payloads - in bytes per second.",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -242,6 +287,11 @@ def render_families(view: TelemetryView, ctx: ExportContext) -> list[Metric]:
         for name, kind, doc, value in _dcgm_fields(gpu, memory, mig=sample.device.mig is not None):
             if value is not None:
                 out.add(name, kind, doc, labels, value)
+        if sample.profiling is not None:
+            for name, field, doc in PROFILING_FIELDS:
+                measured = getattr(sample.profiling, field)
+                if measured is not None:
+                    out.add(name, "gauge", doc + PROFILING, labels, float(measured))
         if gpu.clock_event_reasons is not None:
             for reason, active in active_reasons(gpu.clock_event_reasons).items():
                 out.add(

@@ -7,7 +7,8 @@ Everything here is pure data. The real backend (`nvml_adapter`) and the scripted
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -117,6 +118,48 @@ class MigReading:
 
 
 @dataclass(frozen=True)
+class ProfilingSample:
+    """One NVML GPM sample of a GPU or GPU instance; `handle` belongs to the backend that took
+    it, which alone reads and frees it."""
+
+    taken_at: float
+    handle: object
+
+
+@dataclass(frozen=True)
+class ProfilingReading:
+    """GPM metrics averaged between two samples, in dcgm-exporter's units: ratios 0..1, bytes/s.
+    None: NVML did not give that metric for this device."""
+
+    interval_s: float
+    gr_engine_active: float | None = None
+    sm_active: float | None = None
+    sm_occupancy: float | None = None
+    tensor_active: float | None = None
+    dram_active: float | None = None
+    pcie_tx_bytes_per_s: float | None = None
+    pcie_rx_bytes_per_s: float | None = None
+    field_errors: tuple[FieldError, ...] = ()
+
+    @classmethod
+    def of(
+        cls, values: Mapping[str, float], *, interval_s: float, errors: Sequence[FieldError] = ()
+    ) -> ProfilingReading:
+        """A reading from metric values by field name; a field not in `values` is None."""
+        return cls(
+            interval_s=interval_s,
+            gr_engine_active=values.get("gr_engine_active"),
+            sm_active=values.get("sm_active"),
+            sm_occupancy=values.get("sm_occupancy"),
+            tensor_active=values.get("tensor_active"),
+            dram_active=values.get("dram_active"),
+            pcie_tx_bytes_per_s=values.get("pcie_tx_bytes_per_s"),
+            pcie_rx_bytes_per_s=values.get("pcie_rx_bytes_per_s"),
+            field_errors=tuple(errors),
+        )
+
+
+@dataclass(frozen=True)
 class XidEvent:
     """An XID critical error reported by the driver for a GPU (or one of its GPU instances)."""
 
@@ -154,6 +197,13 @@ class DeviceTree:
             if gpu.uuid == device_id or (device_id.isdigit() and gpu.index == int(device_id)):
                 return gpu
         return None
+
+
+def mig_profile_name(*, gpu_slices: int, compute_slices: int, memory_mib: int) -> str:
+    """NVIDIA's profile name ("1g.10gb", "1c.2g.20gb") from a MIG device's attributes."""
+    gigabytes = math.ceil(memory_mib / 1024)
+    prefix = f"{compute_slices}c." if compute_slices != gpu_slices else ""
+    return f"{prefix}{gpu_slices}g.{gigabytes}gb"
 
 
 class NvmlBackend(Protocol):
@@ -194,3 +244,20 @@ class NvmlBackend(Protocol):
 
     def wait_xid_events(self, gpus: Sequence[GpuIdentity], *, timeout_s: float) -> list[XidEvent]:
         """Block up to timeout_s for XID critical errors on these GPUs."""
+
+    def profiling_supported(self, gpu: GpuIdentity) -> bool:
+        """Whether the GPU has NVML GPM (Hopper and newer); raises NvmlError if it cannot tell."""
+
+    def take_profiling_sample(
+        self, gpu: GpuIdentity, *, gpu_instance_id: int | None = None
+    ) -> ProfilingSample:
+        """A GPM sample of the GPU, or of one of its GPU instances; free_profiling_sample frees it.
+        Raises NvmlError, and then holds nothing."""
+
+    def profiling_between(
+        self, earlier: ProfilingSample, later: ProfilingSample
+    ) -> ProfilingReading:
+        """The metrics between two samples of the same device; frees neither."""
+
+    def free_profiling_sample(self, sample: ProfilingSample) -> None:
+        """Release a sample; never raises."""

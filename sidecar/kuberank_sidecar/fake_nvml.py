@@ -1,20 +1,11 @@
 """A scripted NVML backend for tests and demos without a GPU.
 
 Profiles describe a host (`h100x8`, `a100-mig-1g.10gb`, failure profiles). A JSON state file,
-re-read whenever it changes, overrides any GPU's values at run time, so a test can simulate
-load, VRAM pressure, XIDs or a lost GPU against the real sidecar process:
-
-    {"gpus": {"0": {"utilization": 95, "fb_used_mib": 70000, "power_w": 650,
-                    "temperature": 84, "clock_event_reasons": ["hw_thermal_slowdown"],
-                    "xid_events": [79], "lost": false,
-                    "errors": {"memory_temp": "not_supported", "read": "timeout"},
-                    "read_delay_s": 0.0}},
-     "mig": {"MIG-…" or "7": {"fb_used_mib": 9000}},
-     "read_delay_s": 0.0}
-
-GPUs are keyed by index or UUID. `xid_events` is append-only: each new entry is delivered once.
-Power limits and locked clocks set through the backend are kept in memory, or in a settings
-file so that a second process (a restarted sidecar) sees what the first one left on the "card".
+re-read whenever it changes, overrides any GPU's values at run time (load, VRAM pressure, XIDs,
+a lost GPU, failing calls), so a test can script the real sidecar process; its format is in
+docs/sidecar.md ("Fake backend"). Power limits and locked clocks set through the backend are
+kept in memory, or in a settings file so that a second process (a restarted sidecar) sees what
+the first one left on the "card"; GPM samples come from fake_gpm.
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kuberank_sidecar import fake_gpm
 from kuberank_sidecar.clock_events import CLOCK_EVENT_REASONS
 from kuberank_sidecar.devices import (
     DeviceTree,
@@ -37,6 +29,8 @@ from kuberank_sidecar.devices import (
     MigReading,
     NvmlError,
     NvmlErrorKind,
+    ProfilingReading,
+    ProfilingSample,
     TuningLimits,
     XidEvent,
 )
@@ -88,6 +82,7 @@ class FakeNvml:
         self._is_open = False
         self._settings: dict[str, CardSettings] = {}
         self._tree = self._build_tree()
+        self.gpm = fake_gpm.FakeGpm()
 
     # -- profile and state -------------------------------------------------------------
 
@@ -349,6 +344,35 @@ class FakeNvml:
                 else:
                     events.append(XidEvent(gpu_uuid=gpu.uuid, xid=int(entry)))
         return events
+
+    def profiling_supported(self, gpu: GpuIdentity) -> bool:
+        self._fail_if_lost(gpu, "gpm_support")
+        return self._spec(gpu).gpm
+
+    def take_profiling_sample(
+        self, gpu: GpuIdentity, *, gpu_instance_id: int | None = None
+    ) -> ProfilingSample:
+        spec, entry = self._spec(gpu), self._fail_if_lost(gpu, "gpm_sample")
+        failure = dict(entry.get("errors", {})).get("gpm", None if spec.gpm else "not_supported")
+        if failure is not None:
+            raise NvmlError(NvmlErrorKind(failure), operation="gpm_sample")
+        slot = None
+        if gpu_instance_id is not None:
+            migs = [m for m in self._tree.mig_devices if m.parent == gpu]
+            mig = next((m for m in migs if m.gpu_instance_id == gpu_instance_id), None)
+            if mig is None:
+                raise NvmlError(NvmlErrorKind.NOT_FOUND, operation="gpm_sample")
+            slot, entry = gpu_instance_id - spec.mig_first_instance_id, self._mig_overrides(mig)
+        rates = fake_gpm.device_rates(spec, entry, slot=slot)
+        return self.gpm.sample(f"{gpu.uuid}/{gpu_instance_id}", rates, now=self._clock())
+
+    def profiling_between(
+        self, earlier: ProfilingSample, later: ProfilingSample
+    ) -> ProfilingReading:
+        return self.gpm.between(earlier, later)
+
+    def free_profiling_sample(self, sample: ProfilingSample) -> None:
+        self.gpm.free(sample)
 
     # -- for tests -----------------------------------------------------------------------
 

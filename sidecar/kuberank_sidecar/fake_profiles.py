@@ -36,6 +36,8 @@ class FakeGpuSpec:
     mig_count: int = 0
     mig_memory_mib: float = 0.0
     mig_first_instance_id: int = 0
+    # NVML GPM (the DCGM_FI_PROF_* source) exists on Hopper and newer only.
+    gpm: bool = False
     lost: bool = False
     slow_read_s: float = 0.0
     unsupported: tuple[str, ...] = ()
@@ -68,10 +70,12 @@ def _h100(index: int, **changes: Any) -> FakeGpuSpec:
         power_max_w=700.0,
         memory_clocks_mhz=(2619,),
         graphics_clocks_mhz=tuple(range(345, 1981, 15)),
+        gpm=True,
     )
     return dataclasses.replace(spec, **changes)
 
 
+# Ampere: no GPM, so no profiling metrics (dcgm-exporter gets them from DCGM's own profiler).
 _A100_MIG = FakeGpuSpec(
     model_name="NVIDIA A100-SXM4-80GB",
     pci_bus=0x07,
@@ -97,12 +101,24 @@ _A100_MIG = FakeGpuSpec(
     mig_first_instance_id=7,
 )
 
+# Hopper in MIG mode: GPM per GPU instance (nvmlGpmMigSampleGet).
+_H100_MIG = _h100(
+    0,
+    fb_used_mib=0.0,
+    utilization=0.0,
+    mig_profile="1g.10gb",
+    mig_count=7,
+    mig_memory_mib=9856.0,
+    mig_first_instance_id=7,
+)
+
 PROFILES: dict[str, FakeProfile] = {
     p.name: p
     for p in (
         FakeProfile("h100x8", "8 × H100 80GB HBM3, an HGX host", tuple(_h100(i) for i in range(8))),
         FakeProfile("h100x1", "1 × H100 80GB HBM3", (_h100(0),)),
         FakeProfile("a100-mig-1g.10gb", "1 × A100 80GB with 7 MIG 1g.10gb slices", (_A100_MIG,)),
+        FakeProfile("h100-mig-1g.10gb", "1 × H100 80GB with 7 MIG 1g.10gb slices", (_H100_MIG,)),
         FakeProfile(
             "h100x1-no-permission",
             "1 × H100 where setting power limits or clocks fails with NoPermission",

@@ -1,14 +1,14 @@
-"""The real NVML backend (nvidia-ml-py). The only module that imports pynvml."""
+"""The real NVML backend (nvidia-ml-py); with nvml_profiling (GPM), the only pynvml code."""
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import pynvml
 
+from kuberank_sidecar import nvml_profiling
 from kuberank_sidecar.devices import (
     DeviceTree,
     FieldError,
@@ -19,8 +19,11 @@ from kuberank_sidecar.devices import (
     MigReading,
     NvmlError,
     NvmlErrorKind,
+    ProfilingReading,
+    ProfilingSample,
     TuningLimits,
     XidEvent,
+    mig_profile_name,
 )
 
 T = TypeVar("T")
@@ -54,13 +57,6 @@ def _call(operation: str, fn: Callable[..., T], *args: Any) -> T:
         return fn(*args)
     except pynvml.NVMLError as exc:
         raise _translate(exc, operation) from exc
-
-
-def mig_profile_name(*, gpu_slices: int, compute_slices: int, memory_mib: int) -> str:
-    """NVIDIA's profile name ("1g.10gb", "1c.2g.20gb") from a MIG device's attributes."""
-    gigabytes = math.ceil(memory_mib / 1024)
-    prefix = f"{compute_slices}c." if compute_slices != gpu_slices else ""
-    return f"{prefix}{gpu_slices}g.{gigabytes}gb"
 
 
 class _FieldReader:
@@ -383,3 +379,20 @@ class RealNvml:
                 gpu_instance_id=None if instance == _NO_INSTANCE else instance,
             )
         ]
+
+    def profiling_supported(self, gpu: GpuIdentity) -> bool:
+        return _call("nvmlGpmQueryDeviceSupport", nvml_profiling.supported, self._handle(gpu.uuid))
+
+    def take_profiling_sample(
+        self, gpu: GpuIdentity, *, gpu_instance_id: int | None = None
+    ) -> ProfilingSample:
+        handle = self._handle(gpu.uuid)
+        return _call("nvmlGpmSampleGet", nvml_profiling.take_sample, handle, gpu_instance_id)
+
+    def profiling_between(
+        self, earlier: ProfilingSample, later: ProfilingSample
+    ) -> ProfilingReading:
+        return _call("nvmlGpmMetricsGet", nvml_profiling.between, earlier, later)
+
+    def free_profiling_sample(self, sample: ProfilingSample) -> None:
+        nvml_profiling.free(sample.handle)

@@ -22,6 +22,7 @@ from kuberank_sidecar.devices import (
     NvmlErrorKind,
 )
 from kuberank_sidecar.ownership import DeviceClaim, match_claim
+from kuberank_sidecar.profiling import ProfilingSampler
 from kuberank_sidecar.records import DeviceSample, ErrorCounts, OwnedDevice, SampleBoard, XidLedger
 from kuberank_sidecar.resolving import NO_CLAIM, DeviceResolver
 
@@ -59,6 +60,7 @@ class TelemetryPoller:
         self._reported_unknown: tuple[str, ...] = ()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.profiling = ProfilingSampler(backend, errors=errors)
 
     @property
     def owned(self) -> list[OwnedDevice]:
@@ -114,6 +116,7 @@ class TelemetryPoller:
             self._owned = owned
         self._resolved_at = now
         self._board.replace_devices(owned)
+        self.profiling.keep_only(d.uuid for d in owned)
 
     def poll_once(self) -> None:
         started = self._clock()
@@ -168,8 +171,17 @@ class TelemetryPoller:
         except NvmlError as exc:
             if exc.kind in FATAL_ERROR_KINDS:
                 self._tree = None  # Find the GPU again next poll (it may come back after a reset).
+                self.profiling.release_all()
+            else:
+                self.profiling.forget(device.uuid)
             return DeviceSample(device=device, taken_at=self._clock(), error=exc.kind)
-        return DeviceSample(device=device, taken_at=self._clock(), gpu=gpu_reading, mig=mig_reading)
+        return DeviceSample(
+            device=device,
+            taken_at=self._clock(),
+            gpu=gpu_reading,
+            mig=mig_reading,
+            profiling=self.profiling.advance(device),
+        )
 
     def _mark_all(self, kind: NvmlErrorKind, now: float) -> None:
         for device in self.owned:
@@ -193,6 +205,8 @@ class TelemetryPoller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        if not self.alive():
+            self.profiling.release_all()  # A poll still stuck in the driver keeps its samples.
 
 
 class XidWatcher:

@@ -10,7 +10,14 @@ import threading
 from collections import Counter
 from dataclasses import dataclass
 
-from kuberank_sidecar.devices import GpuIdentity, GpuReading, MigIdentity, MigReading, NvmlErrorKind
+from kuberank_sidecar.devices import (
+    GpuIdentity,
+    GpuReading,
+    MigIdentity,
+    MigReading,
+    NvmlErrorKind,
+    ProfilingReading,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class DeviceSample:
     gpu: GpuReading | None = None
     mig: MigReading | None = None
     error: NvmlErrorKind | None = None
+    # GPM metrics since the previous poll; None on the first poll or where there is no GPM.
+    profiling: ProfilingReading | None = None
 
 
 class ErrorCounts:

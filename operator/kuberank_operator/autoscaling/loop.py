@@ -9,7 +9,6 @@ OOM restarts act in every mode.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from kuberank_operator.autoscaling.alerts import AlertResponder
 from kuberank_operator.autoscaling.alertwebhook import AlertOutcome, AlertRequest
 from kuberank_operator.autoscaling.evaluator import Evaluation
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
+from kuberank_operator.cluster import tasks
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import ApiError
 from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_pods
@@ -94,11 +94,8 @@ class Autoscaler:
         return self._session
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         for task in list(self._running):
             task.cancel()
         if self._running:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kuberank_operator.cluster import leases
+from kuberank_operator.cluster import leases, tasks
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import ApiError, KubeApi
 from kuberank_operator.cluster.outcomes import Refused
@@ -63,11 +63,8 @@ class Elector:
         self._task = asyncio.create_task(self._loop(), name="leader-election")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         if self.leading:
             await self._follow("stopping")
             await self._release()

@@ -10,7 +10,6 @@ controller's enqueue), so its TuningApplied condition is recomputed from `states
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from kuberank_operator.cluster import tasks
 from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_tuning
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
@@ -77,11 +77,8 @@ class TuningWatch:
             self._task = asyncio.create_task(self._loop(), name="kuberank-tuning-watch")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await tasks.cancel(self._task)
+        self._task = None
         if self._session is not None:
             await self._session.close()
             self._session = None

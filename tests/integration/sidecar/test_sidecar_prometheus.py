@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kuberank_sidecar.fake_nvml import PROFILES
+from kuberank_sidecar.fake_gpm import FULL_LOAD
+from kuberank_sidecar.fake_nvml import PROFILES, fake_uuid
 from tests.integration.sidecar.sidecar_process import free_port, get, running_sidecar
 
 pytestmark = pytest.mark.prometheus
@@ -130,3 +131,17 @@ def test_dcgm_dashboard_queries_answer_with_the_profile_values(
     xid = _wait_for(base, "DCGM_FI_DEV_XID_ERRORS > 0", lambda r: len(r) == 1)
     assert xid[0]["metric"]["gpu"] == "4"  # type: ignore[index]
     assert _value(xid[0]) == 79
+
+    # GPM: profiling metrics follow the same load (GPU 0's load is its utilization, 100 %), and
+    # the dashboard's fallback expression prefers them over DCGM_FI_DEV_GPU_UTIL.
+    tensor = _wait_for(
+        base,
+        'DCGM_FI_PROF_PIPE_TENSOR_ACTIVE{gpu="0"}',
+        lambda r: len(r) == 1 and _value(r[0]) == pytest.approx(FULL_LOAD["tensor_active"][1]),
+    )
+    assert tensor[0]["metric"]["UUID"] == fake_uuid("h100x8", 0)  # type: ignore[index]
+    engine = _query(base, "DCGM_FI_PROF_GR_ENGINE_ACTIVE or DCGM_FI_DEV_GPU_UTIL / 100")
+    by_gpu = {r["metric"]["gpu"]: _value(r) for r in engine}  # type: ignore[index]
+    assert by_gpu == {
+        str(i): pytest.approx((100 if i == 0 else s.utilization) / 100) for i, s in enumerate(specs)
+    }
