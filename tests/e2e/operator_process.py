@@ -25,7 +25,7 @@ PERMISSIVE_RULES = ("kuberank-e2e", "permissive-admission")
 PERMISSIVE_DATA = {
     "tuningNamespaces": "*",
     "allowedHostPathPrefixes": "/",
-    "allowedImageRepositories": "ghcr.io/kuberank/",
+    "allowedImageRepositories": "ghcr.io/kuberank/,registry.example.com/",
     "allowedServiceTypes": "ClusterIP,NodePort,LoadBalancer",
     "allowedPriorityClassNames": "",
     "allowedPodAnnotationPrefixes": "kwok.x-k8s.io/",

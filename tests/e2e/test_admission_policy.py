@@ -95,7 +95,7 @@ def tenant(local_cluster: LocalCluster, rrd_crd: Path) -> Iterator[Tenant]:
         "template", f"adm{suffix}", str(CHART), "-n", tenant.release_namespace, *show,
         "--set", f"admission.tuningNamespaces={{{tenant.tuning_namespace}}}",
         "--set", f"admission.allowedHostPathPrefixes={{{ALLOWED_HOST_PATH}}}",
-        "--set", f"admission.namespaceSelector.matchLabels.{escaped_label}={suffix}",
+        "--set-string", f"admission.namespaceSelector.matchLabels.{escaped_label}={suffix}",
     ).stdout  # fmt: skip
     local_cluster.kubectl("apply", "--server-side", "-f", "-", input=rendered)
     probe = HostileCase("probe", {"service": {"type": "NodePort"}}, "service-types", "x")
