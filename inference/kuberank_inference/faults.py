@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -50,8 +51,10 @@ class OomInjection:
     def info(self) -> ModelInfo:
         return self._model.info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return self._model.encode(request)
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return self._model.encode(request, abandoned=abandoned)
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         if self._take():

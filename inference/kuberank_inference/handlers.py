@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kuberank_inference import payloads, rendering
+from kuberank_inference import payloads, reading, rendering
 from kuberank_inference.engine.batching import BatchEngine
 from kuberank_inference.engine.contracts import ModelInfo, PairsInput, TextsInput
 from kuberank_inference.failures import (
@@ -28,6 +28,7 @@ from kuberank_inference.failures import (
     OverloadedError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
 )
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.metrics import InferenceMetrics
@@ -42,6 +43,7 @@ _ERRORS: tuple[tuple[type[InferenceError], int, str], ...] = (
     (MalformedRequestError, 400, "Validation"),
     (EmptyInputError, 400, "Empty"),
     (PayloadTooLargeError, 413, "Validation"),
+    (UnsupportedMediaTypeError, 415, "Validation"),
     (InvalidRequestError, 422, "Validation"),
     (OverloadedError, 429, "Overloaded"),
     (InferenceFailedError, 424, "Backend"),
@@ -142,11 +144,15 @@ async def _answer(request: web.Request, handler: Handler, state: ServerState) ->
             log.warning("%s %s -> %d: %s", request.method, request.path, status, error.message)
         return error_response(status, error_type, error.message)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "Validation", _too_large(state.payload_limit))
+        return error_response(413, "Validation", reading.too_large(state.payload_limit))
     except web.HTTPException as http_error:
         if http_error.status >= 400:
             return error_response(http_error.status, "Validation", http_error.reason)
         raise
+    except Exception:
+        # a bug, never a client's doing: still TEI's JSON shape, and no traceback to the client
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "Backend", "internal server error; the server log has details")
 
 
 def _authorize(request: web.Request, token: str) -> None:
@@ -157,13 +163,6 @@ def _authorize(request: web.Request, token: str) -> None:
             "missing or wrong API token: send the header 'Authorization: Bearer <token>' with "
             "the token the server was started with (--api-token / --api-token-file)"
         )
-
-
-def _too_large(limit: int) -> str:
-    return (
-        f"the request body is over the limit of {limit} bytes (--payload-limit); send fewer "
-        "or shorter texts per request"
-    )
 
 
 class Handlers:
@@ -188,14 +187,7 @@ class Handlers:
         return routes
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        limit = self._state.payload_limit
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLargeError(_too_large(limit))
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLargeError(_too_large(limit)) from None
-        return payloads.decode_json(raw)
+        return await reading.json_body(request, limit=self._state.payload_limit)
 
     def _ranker(self) -> Ranker:
         state = self._state

@@ -63,6 +63,8 @@ async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) 
         app,
         handler_cancellation=True,
         access_log=None,
+        # compressed bodies are refused (415) unread: never inflate them in the parser
+        auto_decompress=False,
         shutdown_timeout=config.shutdown_timeout,
     )
     await runner.setup()

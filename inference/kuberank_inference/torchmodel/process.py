@@ -25,6 +25,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -123,8 +124,10 @@ class ModelProcess:
     def info(self) -> ModelInfo:
         return self._started.info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return list(self._tokenizer.encode(request))
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return list(self._tokenizer.encode(request, abandoned=abandoned))
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         encoded = cast(Sequence[Encoded], sequences)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -153,8 +154,10 @@ class TorchRunner:
     def info(self) -> ModelInfo:
         return self._info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return list(self._tokenizer.encode(request))
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return list(self._tokenizer.encode(request, abandoned=abandoned))
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         encoded = cast(Sequence[Encoded], sequences)
