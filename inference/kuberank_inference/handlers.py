@@ -199,6 +199,11 @@ class Handlers:
             )
         return state.ranker
 
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        info = self._state.info
+        size = info.embedding_dimension if info is not None else None
+        rendering.check_dimensions(dimensions, size, field="dimensions")
+
     async def tei_rerank(self, request: web.Request) -> web.Response:
         ranker = self._ranker()  # before the body: a request accepted before SIGTERM finishes
         parsed = payloads.parse_tei_rerank(await self._body(request), self._limits)
@@ -245,6 +250,7 @@ class Handlers:
     async def tei_embed(self, request: web.Request) -> web.Response:
         ranker = self._ranker()
         parsed = payloads.parse_tei_embed(await self._body(request), self._limits)
+        self._check_dimensions(parsed.dimensions)
         embedded = await ranker.embed(
             texts=parsed.inputs,
             truncate=parsed.truncate,
@@ -260,6 +266,7 @@ class Handlers:
     async def openai_embeddings(self, request: web.Request) -> web.Response:
         ranker = self._ranker()
         parsed = payloads.parse_openai_embed(await self._body(request), self._limits)
+        self._check_dimensions(parsed.dimensions)
         embedded = await ranker.embed(texts=parsed.inputs, truncate=False, field="input")
         vectors = [
             rendering.truncate_dimensions(v, parsed.dimensions, field="dimensions")

@@ -9,6 +9,7 @@ document; texts are tokenized in chunks, and a request whose client left stops b
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -65,30 +66,32 @@ class SequenceTokenizer:
         return self._max_length
 
     def encode(self, request: ModelInput, *, abandoned: Abandoned | None = None) -> list[Encoded]:
-        request = self._clip_request(request)
+        request, query_over = self._clip_request(request)
         texts: Sequence[str] = request.texts
         if request.max_text_tokens is not None and request.max_text_tokens < self._max_length:
             texts = self._cut(texts, request.max_text_tokens)
-        inputs: list[str | tuple[str, str]]
+        pairs: _Pairs | None = None
         if isinstance(request, PairsInput):
-            inputs = [(request.query, text) for text in texts]
-        else:
-            inputs = list(texts)
+            # tokenized once, then joined to each document as a pair encoding joins them
+            query = self._plain.encode(request.query, add_special_tokens=False)
+            pairs = _Pairs(query, query_over, self._max_length - self._pair_specials)
+        joiner = self._truncating[request.direction] if request.truncate else self._plain
         encodings: list[Encoding] = []
-        for start in range(0, len(inputs), CHUNK):
+        for start in range(0, len(texts), CHUNK):
             if abandoned is not None and abandoned.is_set():
                 raise RequestAbandonedError("the client left while its request was tokenized")
-            chunk = self._plain.encode_batch_fast(inputs[start : start + CHUNK])
+            pieces = self._plain.encode_batch_fast(
+                list(texts[start : start + CHUNK]), add_special_tokens=False
+            )
+            if pairs is None:
+                chunk = [joiner.post_process(piece) for piece in pieces]
+            elif request.truncate:
+                chunk = [pairs.join(self._plain, piece, request.direction) for piece in pieces]
+            else:
+                chunk = [self._plain.post_process(pairs.query, piece) for piece in pieces]
             if not request.truncate:
                 self._refuse_too_long(chunk, start, request)
             encodings.extend(chunk)
-        too_long = [i for i, enc in enumerate(encodings) if len(enc.ids) > self._max_length]
-        if too_long:
-            redone = self._truncating[request.direction].encode_batch_fast(
-                [inputs[i] for i in too_long]
-            )
-            for index, encoding in zip(too_long, redone, strict=True):
-                encodings[index] = encoding
         return [
             Encoded(
                 np.asarray(enc.ids, dtype=np.int32),
@@ -109,10 +112,11 @@ class SequenceTokenizer:
                     with_query=isinstance(request, PairsInput),
                 )
 
-    def _clip_request(self, request: ModelInput) -> ModelInput:
+    def _clip_request(self, request: ModelInput) -> tuple[ModelInput, bool]:
         """Measure long texts (and the query, once) on prefix windows: refuse those over the
         limit before anything else is tokenized, or cut them to what truncation could keep."""
         pair = isinstance(request, PairsInput)
+        query_over = False
         if isinstance(request, PairsInput):
             room = self._max_length - self._pair_specials  # with an empty document
             clip = self._clip(request.query, room, request.direction)
@@ -126,7 +130,8 @@ class SequenceTokenizer:
                     at_least=True,
                 )
             if clip.over:
-                # longest_first never keeps more of a text than the whole limit: cut it once
+                # longest_first keeps at most the limit of either text: cut the query once
+                query_over = True
                 cut = self._clip(request.query, self._max_length, request.direction)
                 request = replace(request, query=cut.text)
         room = self._max_length - (self._pair_specials if pair else self._single_specials)
@@ -147,7 +152,7 @@ class SequenceTokenizer:
             if texts is None:
                 texts = list(request.texts)
             texts[index] = self._clip(text, self._max_length, request.direction).text
-        return request if texts is None else replace(request, texts=texts)
+        return (request if texts is None else replace(request, texts=texts)), query_over
 
     def _clip(self, text: str, limit: int, direction: Direction) -> _Clip:
         """Whether `text` holds more than `limit` tokens (no special tokens), measured on a
@@ -174,6 +179,47 @@ class SequenceTokenizer:
                 text = text[: encoding.offsets[max_tokens - 1][1]]
             cut.append(text)
         return cut
+
+
+class _Pairs:
+    """The query, tokenized once, joined to each document with the truncation a pair encoding
+    gets (`longest_first`); truncated copies of the query are made once per length."""
+
+    def __init__(self, query: Encoding, over: bool, target: int) -> None:
+        self.query = query
+        self._length = sys.maxsize if over else len(query.ids)  # cut: longer than any document
+        self._target = target
+        self._cut: dict[int, Encoding] = {}
+
+    def join(self, joiner: Tokenizer, document: Encoding, direction: Direction) -> Encoding:
+        query_tokens, document_tokens = longest_first(
+            self._length, len(document.ids), target=self._target
+        )
+        if document_tokens < len(document.ids):
+            document.truncate(document_tokens, direction=direction)
+        query = self.query
+        if query_tokens < len(query.ids):
+            query = self._cut.get(query_tokens) or self._cut_query(query_tokens, direction)
+        return joiner.post_process(query, document)
+
+    def _cut_query(self, tokens: int, direction: Direction) -> Encoding:
+        cut = Encoding.merge([self.query], growing_offsets=False)
+        cut.truncate(tokens, direction=direction)
+        self._cut[tokens] = cut
+        return cut
+
+
+def longest_first(first: int, second: int, *, target: int) -> tuple[int, int]:
+    """The lengths the tokenizers library's `longest_first` truncation leaves a pair of
+    sequences of `first` and `second` tokens in `target` tokens (its rule, ties included)."""
+    if first + second <= target:
+        return first, second
+    short, long_ = sorted((first, second))
+    long_ = short if short > target else max(short, target - short)
+    if short + long_ > target:
+        short = target // 2
+        long_ = short + target % 2
+    return (long_, short) if first > second else (short, long_)
 
 
 def _window(text: str, size: int, direction: Direction) -> str:
