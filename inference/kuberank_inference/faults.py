@@ -78,6 +78,9 @@ class OomInjection:
     def resident_bytes(self) -> int:
         return self._model.resident_bytes()
 
+    def free_device_bytes(self) -> int | None:
+        return self._model.free_device_bytes()
+
     def device_uuids(self) -> list[str]:
         return self._model.device_uuids()
 

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from kuberank_inference import payloads, reading, rendering
 from kuberank_inference.engine.batching import BatchEngine
 from kuberank_inference.engine.contracts import ModelInfo, PairsInput, TextsInput
+from kuberank_inference.engine.fitting import BudgetInForce
 from kuberank_inference.failures import (
     EmptyInputError,
     InferenceError,
@@ -82,6 +83,7 @@ class ServerState:
     api_token: str | None = None
     engine: BatchEngine | None = None
     faults: OomInjection | None = None
+    budget: BudgetInForce | None = None
     ranker: Ranker | None = None
     info: ModelInfo | None = None
     ready: bool = False
@@ -316,7 +318,15 @@ class Handlers:
             raise NotReadyError("shutting down")
         if not state.ready:
             raise NotReadyError(state.failure or "the model is still loading")
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", **self._budget_facts()})
+
+    def _budget_facts(self) -> dict[str, Any]:
+        """The token budget in force, and the memory facts it was planned from."""
+        state = self._state
+        facts: dict[str, Any] = state.budget.as_json() if state.budget is not None else {}
+        if state.engine is not None:
+            facts["token_budget"] = state.engine.token_budget_ceiling
+        return facts
 
     async def info(self, request: web.Request) -> web.Response:
         state = self._state
@@ -337,8 +347,7 @@ class Handlers:
                 score_activation=info.score_activation,
                 model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
             )
-        if state.engine is not None:
-            body["token_budget"] = state.engine.token_budget_ceiling
+        body.update(self._budget_facts())
         body["ready"] = state.ready and not state.draining
         return web.json_response(body)
 

@@ -41,11 +41,7 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         if use_model_process(config):
             from kuberank_inference.torchmodel.process import ModelProcess
 
-            return ModelProcess(
-                settings,
-                max_batch_tokens=config.max_batch_tokens,
-                batches_in_flight=config.batches_in_flight,
-            )
+            return ModelProcess(settings, batches_in_flight=config.batches_in_flight)
         from kuberank_inference.torchmodel.runner import TorchRunner
 
         return TorchRunner(settings)

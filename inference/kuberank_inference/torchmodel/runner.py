@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -205,6 +205,13 @@ class TorchRunner:
     def resident_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self._device)) if self._device.type == "cuda" else 0
 
+    def free_device_bytes(self) -> int | None:
+        """Device memory free now, this process's cache returned first (others count)."""
+        if self._device.type != "cuda":
+            return None
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info(self._device)[0])
+
     def activation_bytes_per_token(self, *, tokens: int) -> float:
         """Peak memory one batch of `tokens` tokens adds, per token (0 on CPU)."""
         if self._device.type != "cuda":
@@ -385,12 +392,9 @@ class TorchRunner:
 
 
 def _fusions(packed: PackedEncoder) -> str:
-    return ("+fused-gelu" if packed.fused_gelu else "") + (
-        "+fused-norm" if packed.fused_norm else ""
-    )
+    fused = (("+fused-gelu", packed.fused_gelu), ("+fused-norm", packed.fused_norm))
+    return "".join(name for name, on in fused if on)
 
 
 def _replace_attention(info: ModelInfo, attention: str, *, padding_free: bool) -> ModelInfo:
-    from dataclasses import replace
-
     return replace(info, attention=attention, padding_free=padding_free)

@@ -130,6 +130,9 @@ class ServableFakeRunner(FakeRunner):
     def resident_bytes(self) -> int:
         return 0
 
+    def free_device_bytes(self) -> int | None:
+        return None
+
     def device_uuids(self) -> list[str]:
         return []
 
