@@ -18,6 +18,7 @@ from kuberank_inference.config import ServerConfig, read_api_token
 from kuberank_inference.engine.batching import BatchEngine, EngineSettings
 from kuberank_inference.engine.contracts import ModelRunner
 from kuberank_inference.engine.fitting import StartupMemoryError, fit_token_budget
+from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
 from kuberank_inference.metrics import InferenceMetrics
@@ -145,9 +146,15 @@ async def _bring_up(
         _write_handshake(config, model)
     except asyncio.CancelledError:
         raise
-    except StartupMemoryError as error:
-        log.error("%s", error)  # the whole story is in the message: no traceback
-        state.failure = f"the model could not be started: {error}"
+    except (StartupMemoryError, DeviceOutOfMemoryError) as error:
+        message = str(error)
+        if isinstance(error, DeviceOutOfMemoryError):  # loading the weights or self-checking
+            message = (
+                f"not enough device memory to load the model and check it: {error.detail}. "
+                "Free memory on the device or run on a device with more memory"
+            )
+        log.error("%s", message)  # the whole story is in the message: no traceback
+        state.failure = f"the model could not be started: {message}"
         app[FATAL].set()
         return
     except Exception as error:

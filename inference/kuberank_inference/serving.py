@@ -42,9 +42,11 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
             from kuberank_inference.torchmodel.process import ModelProcess
 
             return ModelProcess(settings, batches_in_flight=config.batches_in_flight)
+        from kuberank_inference.torchmodel.checkpoints import out_of_memory_reported
         from kuberank_inference.torchmodel.runner import TorchRunner
 
-        return TorchRunner(settings)
+        with out_of_memory_reported():
+            return TorchRunner(settings)
 
     return load  # type: ignore[return-value]
 

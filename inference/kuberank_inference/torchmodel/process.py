@@ -210,9 +210,11 @@ def _child_main(conn: Connection, settings: RunnerSettings, batches_in_flight: i
         from kuberank_inference.sources import go_offline
 
         go_offline()
+        from kuberank_inference.torchmodel.checkpoints import out_of_memory_reported
         from kuberank_inference.torchmodel.runner import TorchRunner
 
-        runner = TorchRunner(settings)  # warmed up and measured on the parent's requests
+        with out_of_memory_reported():
+            runner = TorchRunner(settings)  # warmed up and measured on the parent's requests
         tokenizer_json, max_length, uses_type_ids = runner.tokenizer_spec()
         started = _Started(
             info=runner.info,
