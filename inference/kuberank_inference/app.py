@@ -16,8 +16,9 @@ from aiohttp import web
 from kuberank_inference import handshake
 from kuberank_inference.config import ServerConfig, read_api_token
 from kuberank_inference.engine.batching import BatchEngine, EngineSettings
-from kuberank_inference.engine.budget import plan_token_budget
 from kuberank_inference.engine.contracts import ModelRunner
+from kuberank_inference.engine.fitting import StartupMemoryError, fit_token_budget
+from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
 from kuberank_inference.metrics import InferenceMetrics
@@ -37,6 +38,8 @@ class ServableModel(ModelRunner, Protocol):
     def activation_bytes_per_token(self, *, tokens: int) -> float: ...
 
     def resident_bytes(self) -> int: ...
+
+    def free_device_bytes(self) -> int | None: ...
 
     def device_uuids(self) -> list[str]: ...
 
@@ -119,11 +122,22 @@ async def _bring_up(
         if config.debug_fault_injection:
             model = state.faults = OomInjection(model)
         info = model.info
-        await asyncio.to_thread(model.warm_up, max_batch_tokens=settings.max_batch_tokens)
-        fitted = await asyncio.to_thread(
-            _fit_budget, model, settings, safety_margin=config.vram_safety_margin
+        _warn_below_one_sequence(settings.max_batch_tokens, info.max_input_length)
+        budget = await asyncio.to_thread(
+            fit_token_budget,
+            model,
+            configured=settings.max_batch_tokens,
+            safety_margin=config.vram_safety_margin,
+            batches_in_flight=settings.batches_in_flight,
         )
+        fitted = dataclasses.replace(settings, max_batch_tokens=budget.token_budget)
         engine = BatchEngine(runner=model, settings=fitted, metrics=state.metrics)
+        state.budget = budget
+        state.metrics.record_budget(
+            ceiling=engine.token_budget_ceiling,
+            reason=budget.reason,
+            free_bytes=budget.free_bytes,
+        )
         engine.start()
         state.engine = engine
         state.info = info
@@ -132,6 +146,17 @@ async def _bring_up(
         _write_handshake(config, model)
     except asyncio.CancelledError:
         raise
+    except (StartupMemoryError, DeviceOutOfMemoryError) as error:
+        message = str(error)
+        if isinstance(error, DeviceOutOfMemoryError):  # loading the weights or self-checking
+            message = (
+                f"not enough device memory to load the model and check it: {error.detail}. "
+                "Free memory on the device or run on a device with more memory"
+            )
+        log.error("%s", message)  # the whole story is in the message: no traceback
+        state.failure = f"the model could not be started: {message}"
+        app[FATAL].set()
+        return
     except Exception as error:
         log.exception("the model could not be brought up")
         state.failure = f"the model could not be loaded: {error}"
@@ -154,39 +179,13 @@ async def _bring_up(
     )
 
 
-def _fit_budget(
-    model: ServableModel, settings: EngineSettings, *, safety_margin: float
-) -> EngineSettings:
-    """The engine's settings with the configured token budget capped by device memory."""
-    memory = model.device_memory()
-    floor = model.info.max_input_length
-    configured = settings.max_batch_tokens
+def _warn_below_one_sequence(configured: int, floor: int) -> None:
     if configured < floor:
         log.warning(
             "--max-batch-tokens %d is below the max input length %d: long sequences run alone",
             configured,
             floor,
         )
-    if memory is None:
-        return settings
-    per_token = model.activation_bytes_per_token(tokens=min(configured, 8 * floor))
-    plan = plan_token_budget(
-        configured=configured,
-        device_total_bytes=memory.total,
-        safety_margin=safety_margin,
-        resident_bytes=model.resident_bytes(),
-        bytes_per_token=per_token,
-        batches_in_flight=settings.batches_in_flight,
-        floor=floor,
-    )
-    log.info(
-        "device memory: %.1f GiB usable for activations at %.0f bytes/token -> token budget %d%s",
-        plan.usable_bytes / 2**30,
-        plan.bytes_per_token,
-        plan.token_budget,
-        " (limited by memory)" if plan.limited_by_memory else "",
-    )
-    return dataclasses.replace(settings, max_batch_tokens=plan.token_budget)
 
 
 def _write_handshake(config: ServerConfig, model: ServableModel) -> None:

@@ -32,14 +32,25 @@ class PayloadTooLargeError(InferenceError):
 class InputTooLongError(InvalidRequestError):
     """A sequence has more tokens than the model accepts and the request did not allow truncation.
 
-    `index` counts the sequences of the model call; `where` names the request field."""
+    `index` counts the sequences of the model call (-1: the query, too long for any document);
+    `where` names the request field; `at_least` says the text was measured on a prefix only."""
 
     def __init__(
-        self, *, index: int, where: str, tokens: int, limit: int, with_query: bool
+        self,
+        *,
+        index: int,
+        where: str,
+        tokens: int,
+        limit: int,
+        with_query: bool,
+        at_least: bool = False,
     ) -> None:
         counted = "with the query and special tokens" if with_query else "with special tokens"
+        if where == "query":
+            counted = "with special tokens, before any document"
+        size = f"at least {tokens}" if at_least else str(tokens)
         super().__init__(
-            f"{where} is {tokens} tokens long ({counted}) but the model accepts at most "
+            f"{where} is {size} tokens long ({counted}) but the model accepts at most "
             f'{limit}; shorten it or send "truncate": true to cut it to {limit} tokens'
         )
         self.index = index
@@ -47,14 +58,16 @@ class InputTooLongError(InvalidRequestError):
         self.tokens = tokens
         self.limit = limit
         self.with_query = with_query
+        self.at_least = at_least
 
     def renamed(self, where: str) -> InputTooLongError:
         return InputTooLongError(
             index=self.index,
-            where=where,
+            where="query" if self.where == "query" else where,
             tokens=self.tokens,
             limit=self.limit,
             with_query=self.with_query,
+            at_least=self.at_least,
         )
 
 
@@ -78,6 +91,14 @@ class NotReadyError(InferenceError):
 
 class UnauthorizedError(InferenceError):
     """An API token is configured and the request did not carry it."""
+
+
+class UnsupportedMediaTypeError(InferenceError):
+    """The body is not declared as JSON (Content-Type), or is compressed (Content-Encoding)."""
+
+
+class RequestAbandonedError(Exception):
+    """The client left while its request was tokenized: the rest is skipped (never answered)."""
 
 
 class DeviceOutOfMemoryError(Exception):

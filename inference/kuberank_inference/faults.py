@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -50,8 +51,10 @@ class OomInjection:
     def info(self) -> ModelInfo:
         return self._model.info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return self._model.encode(request)
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return self._model.encode(request, abandoned=abandoned)
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         if self._take():
@@ -74,6 +77,9 @@ class OomInjection:
 
     def resident_bytes(self) -> int:
         return self._model.resident_bytes()
+
+    def free_device_bytes(self) -> int | None:
+        return self._model.free_device_bytes()
 
     def device_uuids(self) -> list[str]:
         return self._model.device_uuids()

@@ -15,9 +15,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from kuberank_inference import payloads, rendering
+from kuberank_inference import payloads, reading, rendering
 from kuberank_inference.engine.batching import BatchEngine
 from kuberank_inference.engine.contracts import ModelInfo, PairsInput, TextsInput
+from kuberank_inference.engine.fitting import BudgetInForce
 from kuberank_inference.failures import (
     EmptyInputError,
     InferenceError,
@@ -28,6 +29,7 @@ from kuberank_inference.failures import (
     OverloadedError,
     PayloadTooLargeError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
 )
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.metrics import InferenceMetrics
@@ -42,6 +44,7 @@ _ERRORS: tuple[tuple[type[InferenceError], int, str], ...] = (
     (MalformedRequestError, 400, "Validation"),
     (EmptyInputError, 400, "Empty"),
     (PayloadTooLargeError, 413, "Validation"),
+    (UnsupportedMediaTypeError, 415, "Validation"),
     (InvalidRequestError, 422, "Validation"),
     (OverloadedError, 429, "Overloaded"),
     (InferenceFailedError, 424, "Backend"),
@@ -80,6 +83,7 @@ class ServerState:
     api_token: str | None = None
     engine: BatchEngine | None = None
     faults: OomInjection | None = None
+    budget: BudgetInForce | None = None
     ranker: Ranker | None = None
     info: ModelInfo | None = None
     ready: bool = False
@@ -142,11 +146,15 @@ async def _answer(request: web.Request, handler: Handler, state: ServerState) ->
             log.warning("%s %s -> %d: %s", request.method, request.path, status, error.message)
         return error_response(status, error_type, error.message)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "Validation", _too_large(state.payload_limit))
+        return error_response(413, "Validation", reading.too_large(state.payload_limit))
     except web.HTTPException as http_error:
         if http_error.status >= 400:
             return error_response(http_error.status, "Validation", http_error.reason)
         raise
+    except Exception:
+        # a bug, never a client's doing: still TEI's JSON shape, and no traceback to the client
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(500, "Backend", "internal server error; the server log has details")
 
 
 def _authorize(request: web.Request, token: str) -> None:
@@ -157,13 +165,6 @@ def _authorize(request: web.Request, token: str) -> None:
             "missing or wrong API token: send the header 'Authorization: Bearer <token>' with "
             "the token the server was started with (--api-token / --api-token-file)"
         )
-
-
-def _too_large(limit: int) -> str:
-    return (
-        f"the request body is over the limit of {limit} bytes (--payload-limit); send fewer "
-        "or shorter texts per request"
-    )
 
 
 class Handlers:
@@ -188,14 +189,7 @@ class Handlers:
         return routes
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        limit = self._state.payload_limit
-        if request.content_length is not None and request.content_length > limit:
-            raise PayloadTooLargeError(_too_large(limit))
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise PayloadTooLargeError(_too_large(limit)) from None
-        return payloads.decode_json(raw)
+        return await reading.json_body(request, limit=self._state.payload_limit)
 
     def _ranker(self) -> Ranker:
         state = self._state
@@ -206,6 +200,11 @@ class Handlers:
                 state.failure or "the model is still loading; retry when /ready is 200"
             )
         return state.ranker
+
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        info = self._state.info
+        size = info.embedding_dimension if info is not None else None
+        rendering.check_dimensions(dimensions, size, field="dimensions")
 
     async def tei_rerank(self, request: web.Request) -> web.Response:
         ranker = self._ranker()  # before the body: a request accepted before SIGTERM finishes
@@ -253,6 +252,7 @@ class Handlers:
     async def tei_embed(self, request: web.Request) -> web.Response:
         ranker = self._ranker()
         parsed = payloads.parse_tei_embed(await self._body(request), self._limits)
+        self._check_dimensions(parsed.dimensions)
         embedded = await ranker.embed(
             texts=parsed.inputs,
             truncate=parsed.truncate,
@@ -268,6 +268,7 @@ class Handlers:
     async def openai_embeddings(self, request: web.Request) -> web.Response:
         ranker = self._ranker()
         parsed = payloads.parse_openai_embed(await self._body(request), self._limits)
+        self._check_dimensions(parsed.dimensions)
         embedded = await ranker.embed(texts=parsed.inputs, truncate=False, field="input")
         vectors = [
             rendering.truncate_dimensions(v, parsed.dimensions, field="dimensions")
@@ -317,7 +318,15 @@ class Handlers:
             raise NotReadyError("shutting down")
         if not state.ready:
             raise NotReadyError(state.failure or "the model is still loading")
-        return web.json_response({"status": "ready"})
+        return web.json_response({"status": "ready", **self._budget_facts()})
+
+    def _budget_facts(self) -> dict[str, Any]:
+        """The token budget in force, and the memory facts it was planned from."""
+        state = self._state
+        facts: dict[str, Any] = state.budget.as_json() if state.budget is not None else {}
+        if state.engine is not None:
+            facts["token_budget"] = state.engine.token_budget_ceiling
+        return facts
 
     async def info(self, request: web.Request) -> web.Response:
         state = self._state
@@ -338,8 +347,7 @@ class Handlers:
                 score_activation=info.score_activation,
                 model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
             )
-        if state.engine is not None:
-            body["token_budget"] = state.engine.token_budget_ceiling
+        body.update(self._budget_facts())
         body["ready"] = state.ready and not state.draining
         return web.json_response(body)
 

@@ -62,6 +62,42 @@ class _DeviceMemoryCollector(Collector):
         yield family
 
 
+class _BudgetCollector(Collector):
+    """The token budget planned at start-up and why, and the free device memory it saw."""
+
+    def __init__(self) -> None:
+        self.ceiling: int | None = None
+        self.reason: str | None = None
+        self.free_bytes: int | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        ceiling = GaugeMetricFamily(
+            "kuberank_inference_token_budget_ceiling",
+            "Token budget in force since start-up: --max-batch-tokens, capped by the memory "
+            "free to this process, halved while the warm-up ran out of memory; the effective "
+            "budget (kuberank_inference_token_budget) returns to it after an OOM.",
+        )
+        reason = GaugeMetricFamily(
+            "kuberank_inference_token_budget_reason",
+            "1 for why the budget in force is what it is: configured, device_memory (the "
+            "share under --vram-safety-margin), free_memory (other processes hold the rest), "
+            "warm_up_oom (lowered after the warm-up ran out of memory).",
+            labels=["reason"],
+        )
+        free = GaugeMetricFamily(
+            "kuberank_inference_device_free_at_start_bytes",
+            "Device memory free to this process at start-up, with its weights loaded (other "
+            "processes count against it); the budget was planned from it. Absent on CPU.",
+        )
+        if self.ceiling is not None:
+            ceiling.add_metric([], self.ceiling)
+        if self.reason is not None:
+            reason.add_metric([self.reason], 1)
+        if self.free_bytes is not None:
+            free.add_metric([], self.free_bytes)
+        yield from (ceiling, reason, free)
+
+
 class InferenceMetrics:
     def __init__(self) -> None:
         # *_created samples double the series count and nobody reads them
@@ -159,6 +195,13 @@ class InferenceMetrics:
             "1 when the model is loaded, warmed up and the server is not shutting down.",
             registry=r,
         )
+
+        self._budget = _BudgetCollector()
+        r.register(self._budget)
+
+    def record_budget(self, *, ceiling: int, reason: str, free_bytes: int | None) -> None:
+        self._budget.ceiling, self._budget.reason = ceiling, reason
+        self._budget.free_bytes = free_bytes
 
     def watch_device_memory(self, read: Callable[[], DeviceMemory | None]) -> None:
         self.registry.register(_DeviceMemoryCollector(read))

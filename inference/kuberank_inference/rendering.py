@@ -58,12 +58,17 @@ def truncate_dimensions(vector: list[float], dimensions: int | None, *, field: s
     """Matryoshka-style truncation to the first `dimensions` values."""
     if dimensions is None:
         return vector
-    if dimensions > len(vector):
-        raise InvalidRequestError(
-            f"`{field}` is {dimensions} but the model's embeddings have {len(vector)} "
-            f"dimensions; ask for at most {len(vector)}"
-        )
+    check_dimensions(dimensions, len(vector), field=field)
     return vector[:dimensions]
+
+
+def check_dimensions(dimensions: int | None, size: int | None, *, field: str) -> None:
+    """Refuse more dimensions than the model's embeddings have (before any work is done)."""
+    if dimensions is not None and size is not None and dimensions > size:
+        raise InvalidRequestError(
+            f"`{field}` is {dimensions} but the model's embeddings have {size} "
+            f"dimensions; ask for at most {size}"
+        )
 
 
 def ranked(scores: Sequence[float]) -> list[int]:

@@ -41,14 +41,12 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         if use_model_process(config):
             from kuberank_inference.torchmodel.process import ModelProcess
 
-            return ModelProcess(
-                settings,
-                max_batch_tokens=config.max_batch_tokens,
-                batches_in_flight=config.batches_in_flight,
-            )
+            return ModelProcess(settings, batches_in_flight=config.batches_in_flight)
+        from kuberank_inference.torchmodel.checkpoints import out_of_memory_reported
         from kuberank_inference.torchmodel.runner import TorchRunner
 
-        return TorchRunner(settings)
+        with out_of_memory_reported():
+            return TorchRunner(settings)
 
     return load  # type: ignore[return-value]
 
@@ -63,6 +61,8 @@ async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) 
         app,
         handler_cancellation=True,
         access_log=None,
+        # compressed bodies are refused (415) unread: never inflate them in the parser
+        auto_decompress=False,
         shutdown_timeout=config.shutdown_timeout,
     )
     await runner.setup()

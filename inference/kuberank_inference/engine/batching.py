@@ -8,6 +8,7 @@ It knows neither HTTP nor torch: it talks to a `ModelRunner` and reports to `Inf
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import threading
@@ -159,16 +160,20 @@ class BatchEngine:
         self._in_flight_pairs += size
         self._metrics.pairs_in_flight.set(self._in_flight_pairs)
         job: _Job | None = None
+        # set when the client leaves: a tokenization not yet started never starts (the
+        # executor's future is cancelled), one under way stops at its next chunk
+        left = threading.Event()
         try:
             started = self._clock()
             sequences = await self._loop.run_in_executor(
-                self._tokenizers, self._runner.encode, request
+                self._tokenizers, functools.partial(self._runner.encode, request, abandoned=left)
             )
             self._metrics.tokenization_duration.observe(self._clock() - started)
             job = self._enqueue(sequences)
             outputs = await job.future
             return Completed(outputs, sum(seq.num_tokens for seq in sequences))
         except asyncio.CancelledError:
+            left.set()
             if job is not None:
                 self._abandon(job)
             raise

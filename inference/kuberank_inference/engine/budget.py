@@ -4,6 +4,12 @@ under the safety margin, halved after an out-of-memory error and restored step b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+BudgetReason = Literal["configured", "device_memory", "free_memory", "warm_up_oom"]
+"""Why the budget in force is what it is: as configured; capped by the process's share of the
+device (1 - margin); capped by the memory free at start-up (other processes hold the rest);
+lowered again because the warm-up ran out of memory at the planned budget."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +20,7 @@ class MemoryPlan:
     usable_bytes: int
     bytes_per_token: float
     limited_by_memory: bool
+    reason: BudgetReason = "configured"
 
 
 def plan_token_budget(
@@ -25,18 +32,27 @@ def plan_token_budget(
     bytes_per_token: float,
     batches_in_flight: int,
     floor: int,
+    device_free_bytes: int | None = None,
 ) -> MemoryPlan:
-    """Cap the configured budget so that `batches_in_flight` batches of activations fit next to
-    the weights in the share of device memory the process may take (1 - safety_margin)."""
+    """Cap the configured budget so that `batches_in_flight` batches of activations fit in
+    what this process may still take: its share of the device (1 - safety_margin) less the
+    weights, and no more than is free. `device_free_bytes` is measured with the weights already
+    resident, so usable = min(free, total * (1 - margin) - resident), which is
+    min(free before loading, total * (1 - margin)) - resident: other processes count."""
     if not 0.0 <= safety_margin < 1.0:
         raise ValueError(f"safety_margin must be in [0, 1), got {safety_margin}")
     allowed = int(device_total_bytes * (1.0 - safety_margin))
-    usable = max(0, allowed - resident_bytes)
+    share = max(0, allowed - resident_bytes)
+    usable = share if device_free_bytes is None else max(0, min(share, device_free_bytes))
     if bytes_per_token <= 0:
         return MemoryPlan(configured, usable, bytes_per_token, limited_by_memory=False)
     fits = int(usable / (bytes_per_token * max(1, batches_in_flight)))
     budget = max(floor, min(configured, fits))
-    return MemoryPlan(budget, usable, bytes_per_token, limited_by_memory=fits < configured)
+    limited = fits < configured
+    reason: BudgetReason = "configured"
+    if limited:
+        reason = "free_memory" if usable < share else "device_memory"
+    return MemoryPlan(budget, usable, bytes_per_token, limited_by_memory=limited, reason=reason)
 
 
 class TokenBudget:

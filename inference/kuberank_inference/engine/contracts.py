@@ -83,6 +83,12 @@ class DeviceMemory:
     peak_allocated: int
 
 
+class Abandoned(Protocol):
+    """Set when the client of a request has left (a threading.Event): work for it may stop."""
+
+    def is_set(self) -> bool: ...
+
+
 class BatchHandle(Protocol):
     """A batch launched on the device whose outputs are not yet read back."""
 
@@ -97,8 +103,11 @@ class ModelRunner(Protocol):
     @property
     def info(self) -> ModelInfo: ...
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        """Tokenize; InputTooLongError when a sequence is too long and truncation is off."""
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        """Tokenize; InputTooLongError when a sequence is too long and truncation is off;
+        RequestAbandonedError (between chunks) once `abandoned` is set."""
         ...
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:

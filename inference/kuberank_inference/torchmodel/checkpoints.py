@@ -3,6 +3,8 @@ put on the device, with what serving needs of it (length limit, score activation
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +13,7 @@ from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from kuberank_inference.engine.contracts import ScoreActivation, Task
+from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.torchmodel.settings import RunnerSettings
 
 _POOLING = ("mean", "cls", "max", "lasttoken", "mean_sqrt_len_tokens")
@@ -19,6 +22,17 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 class UnsupportedModelError(Exception):
     pass
+
+
+@contextlib.contextmanager
+def out_of_memory_reported() -> Iterator[None]:
+    """Loading (weights, self-check) out of device memory surfaces as DeviceOutOfMemoryError,
+    whose detail is torch's first line: what it tried to allocate and how much was free."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        detail = str(error).splitlines()[0] if str(error) else "out of memory"
+        raise DeviceOutOfMemoryError(tokens=0, detail=detail) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,14 @@ This module does not import torch; the child imports the runner after it starts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import multiprocessing
 import signal
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
@@ -25,6 +26,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -54,7 +56,6 @@ class _Started:
     tokenizer_json: str
     max_length: int
     uses_type_ids: bool
-    bytes_per_token: float
     resident_bytes: int
     device_uuids: list[str]
     memory: DeviceMemory | None
@@ -85,14 +86,12 @@ def _unpack(ids: Any, lengths: Any, types: Any) -> list[Encoded]:
 class ModelProcess:
     """A ModelRunner whose forward passes run in a child process."""
 
-    def __init__(
-        self, settings: RunnerSettings, *, max_batch_tokens: int, batches_in_flight: int = 2
-    ) -> None:
+    def __init__(self, settings: RunnerSettings, *, batches_in_flight: int = 2) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe(duplex=True)
         self._process = context.Process(
             target=_child_main,
-            args=(child_conn, settings, max_batch_tokens, batches_in_flight),
+            args=(child_conn, settings, batches_in_flight),
             name="kuberank-model",
             daemon=True,
         )
@@ -123,8 +122,10 @@ class ModelProcess:
     def info(self) -> ModelInfo:
         return self._started.info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return list(self._tokenizer.encode(request))
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return list(self._tokenizer.encode(request, abandoned=abandoned))
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         encoded = cast(Sequence[Encoded], sequences)
@@ -134,7 +135,9 @@ class ModelProcess:
         return handle
 
     def finish_batch(self, handle: BatchHandle) -> list[Output]:
-        wanted = cast(_Handle, handle)
+        return cast(list[Output], self._reply(cast(_Handle, handle)))
+
+    def _reply(self, wanted: _Handle) -> Any:
         while wanted.number not in self._replies:
             message = self._receive()
             self._replies[message[1]] = message
@@ -142,7 +145,7 @@ class ModelProcess:
         kind = reply[0]
         if kind == "done":
             self._memory = reply[3]
-            return cast(list[Output], reply[2])
+            return reply[2]
         if kind == "oom":
             raise DeviceOutOfMemoryError(tokens=wanted.tokens, detail=str(reply[2]))
         raise ModelProcessError(f"the model process failed a batch: {reply[2]}")
@@ -150,13 +153,23 @@ class ModelProcess:
     def device_memory(self) -> DeviceMemory | None:
         return self._memory
 
-    # --- start-up facts (measured in the child) -----------------------------------------------
+    # --- start-up facts (measured in the child, one request at a time) -----------------------
+
+    def _ask(self, kind: str, value: int) -> Any:
+        """One start-up step in the child; DeviceOutOfMemoryError as a batch would raise it."""
+        self._numbers += 1
+        self._send((kind, self._numbers, value))
+        return self._reply(_Handle(self._numbers, value))
 
     def warm_up(self, *, max_batch_tokens: int) -> None:
-        """Already done by the child before it reported in."""
+        self._ask("warm_up", max_batch_tokens)
 
     def activation_bytes_per_token(self, *, tokens: int) -> float:
-        return self._started.bytes_per_token
+        return float(self._ask("measure", tokens))
+
+    def free_device_bytes(self) -> int | None:
+        free = self._ask("free", 0)
+        return None if free is None else int(free)
 
     def resident_bytes(self) -> int:
         return self._started.resident_bytes
@@ -189,9 +202,7 @@ class ModelProcess:
 # --- the child ---------------------------------------------------------------------------------
 
 
-def _child_main(
-    conn: Connection, settings: RunnerSettings, max_batch_tokens: int, batches_in_flight: int
-) -> None:
+def _child_main(conn: Connection, settings: RunnerSettings, batches_in_flight: int) -> None:
     # the parent decides when to stop; a terminal's Ctrl-C must not kill batches in flight
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -199,20 +210,17 @@ def _child_main(
         from kuberank_inference.sources import go_offline
 
         go_offline()
+        from kuberank_inference.torchmodel.checkpoints import out_of_memory_reported
         from kuberank_inference.torchmodel.runner import TorchRunner
 
-        runner = TorchRunner(settings)
-        runner.warm_up(max_batch_tokens=max_batch_tokens)
-        length = runner.info.max_input_length
+        with out_of_memory_reported():
+            runner = TorchRunner(settings)  # warmed up and measured on the parent's requests
         tokenizer_json, max_length, uses_type_ids = runner.tokenizer_spec()
         started = _Started(
             info=runner.info,
             tokenizer_json=tokenizer_json,
             max_length=max_length,
             uses_type_ids=uses_type_ids,
-            bytes_per_token=runner.activation_bytes_per_token(
-                tokens=min(max_batch_tokens, 8 * length)
-            ),
             resident_bytes=runner.resident_bytes(),
             device_uuids=runner.device_uuids(),
             memory=runner.device_memory(),
@@ -245,23 +253,47 @@ def _serve_batches(conn: Connection, runner: Any, *, depth: int) -> None:
                 _finish(conn, runner, *launched.popleft())
             return
         number = message[1]
-        try:
-            handle = runner.start_batch(_unpack(*message[2:]))
-        except DeviceOutOfMemoryError as oom:
-            conn.send(("oom", number, oom.detail))
+        if kind in _STEPS:
+            while launched:
+                _finish(conn, runner, *launched.popleft())
+            _step(conn, runner, kind, number, message[2])
             continue
-        except Exception as error:
-            log.exception("batch %d failed to start", number)
-            conn.send(("failed", number, f"{type(error).__name__}: {error}"))
-            continue
-        launched.append((number, handle))
+        batch = functools.partial(runner.start_batch, _unpack(*message[2:]))
+        handle = _attempt(conn, number, batch, "start")
+        if handle is not _FAILED:
+            launched.append((number, handle))
+
+
+_STEPS: dict[str, Callable[[Any, int], Any]] = {
+    "warm_up": lambda runner, tokens: runner.warm_up(max_batch_tokens=tokens),
+    "measure": lambda runner, tokens: runner.activation_bytes_per_token(tokens=tokens),
+    "free": lambda runner, _: runner.free_device_bytes(),
+}
+
+
+def _step(conn: Connection, runner: Any, kind: str, number: int, value: int) -> None:
+    """A start-up step the parent asked for, answered as a batch is (done, oom or failed)."""
+    result = _attempt(conn, number, lambda: _STEPS[kind](runner, value), kind)
+    if result is not _FAILED:
+        conn.send(("done", number, result, runner.device_memory()))
 
 
 def _finish(conn: Connection, runner: Any, number: int, handle: Any) -> None:
+    values = _attempt(conn, number, lambda: runner.finish_batch(handle), "finish")
+    if values is not _FAILED:
+        conn.send(("done", number, values, runner.device_memory()))
+
+
+_FAILED = object()
+
+
+def _attempt(conn: Connection, number: int, work: Callable[[], Any], what: str) -> Any:
+    """`work`'s result, or _FAILED once the parent was told why (oom, or failed)."""
     try:
-        values = runner.finish_batch(handle)
+        return work()
+    except DeviceOutOfMemoryError as oom:
+        conn.send(("oom", number, oom.detail))
     except Exception as error:
-        log.exception("batch %d failed", number)
+        log.exception("request %d (%s) failed", number, what)
         conn.send(("failed", number, f"{type(error).__name__}: {error}"))
-        return
-    conn.send(("done", number, values, runner.device_memory()))
+    return _FAILED

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -153,8 +154,10 @@ class TorchRunner:
     def info(self) -> ModelInfo:
         return self._info
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
-        return list(self._tokenizer.encode(request))
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        return list(self._tokenizer.encode(request, abandoned=abandoned))
 
     def start_batch(self, sequences: Sequence[TokenizedSequence]) -> BatchHandle:
         encoded = cast(Sequence[Encoded], sequences)
@@ -201,6 +204,13 @@ class TorchRunner:
 
     def resident_bytes(self) -> int:
         return int(torch.cuda.memory_allocated(self._device)) if self._device.type == "cuda" else 0
+
+    def free_device_bytes(self) -> int | None:
+        """Device memory free now, this process's cache returned first (others count)."""
+        if self._device.type != "cuda":
+            return None
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info(self._device)[0])
 
     def activation_bytes_per_token(self, *, tokens: int) -> float:
         """Peak memory one batch of `tokens` tokens adds, per token (0 on CPU)."""
@@ -382,12 +392,9 @@ class TorchRunner:
 
 
 def _fusions(packed: PackedEncoder) -> str:
-    return ("+fused-gelu" if packed.fused_gelu else "") + (
-        "+fused-norm" if packed.fused_norm else ""
-    )
+    fused = (("+fused-gelu", packed.fused_gelu), ("+fused-norm", packed.fused_norm))
+    return "".join(name for name, on in fused if on)
 
 
 def _replace_attention(info: ModelInfo, attention: str, *, padding_free: bool) -> ModelInfo:
-    from dataclasses import replace
-
     return replace(info, attention=attention, padding_free=padding_free)

@@ -2,21 +2,27 @@
 would give (`longest_first` truncation for pairs), but without padding and with length checks.
 
 Runs on the engine's tokenizer threads: the Rust tokenizer releases the GIL while it encodes.
+What a refused request costs is bounded: a long text is measured on a prefix window of its
+characters, never whole; the query is measured and cut once, before it is paired with each
+document; texts are tokenized in chunks, and a request whose client left stops between chunks.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
-from kuberank_inference.engine.contracts import Direction, ModelInput, PairsInput
-from kuberank_inference.failures import InputTooLongError
+from kuberank_inference.engine.contracts import Abandoned, Direction, ModelInput, PairsInput
+from kuberank_inference.failures import InputTooLongError, RequestAbandonedError
 
 IntArray = npt.NDArray[np.int32]
+CHUNK = 64  # sequences per tokenizer call: between calls a request whose client left stops
+_CHARS_PER_TOKEN = 8  # first window: 8 characters per allowed token, doubled while too few
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +37,24 @@ class Encoded:
         return int(self.ids.shape[0])
 
 
+@dataclass(frozen=True, slots=True)
+class _Clip:
+    """A text measured on a prefix window: `text` holds at most `limit` tokens of the original
+    (cut where the tokens end) when `over` says it had more; else it is the text unchanged."""
+
+    text: str
+    over: bool
+    counted: int
+
+
 class SequenceTokenizer:
     def __init__(self, backend: Tokenizer, *, max_length: int, uses_type_ids: bool) -> None:
         serialized = backend.to_str()
         self._max_length = max_length
         self._uses_type_ids = uses_type_ids
         self._plain = _fresh(serialized)
+        self._pair_specials = self._plain.num_special_tokens_to_add(True)
+        self._single_specials = self._plain.num_special_tokens_to_add(False)
         self._truncating: dict[Direction, Tokenizer] = {}
         for direction in ("right", "left"):
             tokenizer = _fresh(serialized)
@@ -47,32 +65,33 @@ class SequenceTokenizer:
     def max_length(self) -> int:
         return self._max_length
 
-    def encode(self, request: ModelInput) -> list[Encoded]:
+    def encode(self, request: ModelInput, *, abandoned: Abandoned | None = None) -> list[Encoded]:
+        request, query_over = self._clip_request(request)
         texts: Sequence[str] = request.texts
         if request.max_text_tokens is not None and request.max_text_tokens < self._max_length:
             texts = self._cut(texts, request.max_text_tokens)
-        inputs: list[str | tuple[str, str]]
+        pairs: _Pairs | None = None
         if isinstance(request, PairsInput):
-            inputs = [(request.query, text) for text in texts]
-        else:
-            inputs = list(texts)
-        encodings = self._plain.encode_batch_fast(inputs)
-        too_long = [i for i, enc in enumerate(encodings) if len(enc.ids) > self._max_length]
-        if too_long:
-            if not request.truncate:
-                first = too_long[0]
-                raise InputTooLongError(
-                    index=first,
-                    where=f"texts[{first}]",
-                    tokens=len(encodings[first].ids),
-                    limit=self._max_length,
-                    with_query=isinstance(request, PairsInput),
-                )
-            redone = self._truncating[request.direction].encode_batch_fast(
-                [inputs[i] for i in too_long]
+            # tokenized once, then joined to each document as a pair encoding joins them
+            query = self._plain.encode(request.query, add_special_tokens=False)
+            pairs = _Pairs(query, query_over, self._max_length - self._pair_specials)
+        joiner = self._truncating[request.direction] if request.truncate else self._plain
+        encodings: list[Encoding] = []
+        for start in range(0, len(texts), CHUNK):
+            if abandoned is not None and abandoned.is_set():
+                raise RequestAbandonedError("the client left while its request was tokenized")
+            pieces = self._plain.encode_batch_fast(
+                list(texts[start : start + CHUNK]), add_special_tokens=False
             )
-            for index, encoding in zip(too_long, redone, strict=True):
-                encodings[index] = encoding
+            if pairs is None:
+                chunk = [joiner.post_process(piece) for piece in pieces]
+            elif request.truncate:
+                chunk = [pairs.join(self._plain, piece, request.direction) for piece in pieces]
+            else:
+                chunk = [self._plain.post_process(pairs.query, piece) for piece in pieces]
+            if not request.truncate:
+                self._refuse_too_long(chunk, start, request)
+            encodings.extend(chunk)
         return [
             Encoded(
                 np.asarray(enc.ids, dtype=np.int32),
@@ -80,6 +99,76 @@ class SequenceTokenizer:
             )
             for enc in encodings
         ]
+
+    def _refuse_too_long(self, chunk: list[Encoding], start: int, request: ModelInput) -> None:
+        for offset, encoding in enumerate(chunk):
+            if len(encoding.ids) > self._max_length:
+                index = start + offset
+                raise InputTooLongError(
+                    index=index,
+                    where=f"texts[{index}]",
+                    tokens=len(encoding.ids),
+                    limit=self._max_length,
+                    with_query=isinstance(request, PairsInput),
+                )
+
+    def _clip_request(self, request: ModelInput) -> tuple[ModelInput, bool]:
+        """Measure long texts (and the query, once) on prefix windows: refuse those over the
+        limit before anything else is tokenized, or cut them to what truncation could keep."""
+        pair = isinstance(request, PairsInput)
+        query_over = False
+        if isinstance(request, PairsInput):
+            room = self._max_length - self._pair_specials  # with an empty document
+            clip = self._clip(request.query, room, request.direction)
+            if clip.over and not request.truncate:
+                raise InputTooLongError(
+                    index=-1,
+                    where="query",
+                    tokens=clip.counted + self._pair_specials,
+                    limit=self._max_length,
+                    with_query=True,
+                    at_least=True,
+                )
+            if clip.over:
+                # longest_first keeps at most the limit of either text: cut the query once
+                query_over = True
+                cut = self._clip(request.query, self._max_length, request.direction)
+                request = replace(request, query=cut.text)
+        room = self._max_length - (self._pair_specials if pair else self._single_specials)
+        texts: list[str] | None = None
+        for index, text in enumerate(request.texts):
+            clip = self._clip(text, room, request.direction)
+            if not clip.over:
+                continue
+            if not request.truncate:
+                raise InputTooLongError(
+                    index=index,
+                    where=f"texts[{index}]",
+                    tokens=clip.counted + (self._pair_specials if pair else self._single_specials),
+                    limit=self._max_length,
+                    with_query=pair,
+                    at_least=True,
+                )
+            if texts is None:
+                texts = list(request.texts)
+            texts[index] = self._clip(text, self._max_length, request.direction).text
+        return (request if texts is None else replace(request, texts=texts)), query_over
+
+    def _clip(self, text: str, limit: int, direction: Direction) -> _Clip:
+        """Whether `text` holds more than `limit` tokens (no special tokens), measured on a
+        window of its characters cut at a space, so the cost is bounded by the limit."""
+        window = max(256, _CHARS_PER_TOKEN * max(1, limit))
+        while len(text) > window:
+            part = _window(text, window, direction)
+            encoding = self._plain.encode(part, add_special_tokens=False)
+            count = len(encoding.ids)
+            if count > limit:
+                offsets = encoding.offsets
+                if direction == "right":
+                    return _Clip(part[: offsets[limit - 1][1]], over=True, counted=count)
+                return _Clip(part[offsets[count - limit][0] :], over=True, counted=count)
+            window *= 2
+        return _Clip(text, over=False, counted=0)
 
     def _cut(self, texts: Sequence[str], max_tokens: int) -> list[str]:
         """Cut each text after its first `max_tokens` tokens (Cohere's max_tokens_per_doc)."""
@@ -90,6 +179,59 @@ class SequenceTokenizer:
                 text = text[: encoding.offsets[max_tokens - 1][1]]
             cut.append(text)
         return cut
+
+
+class _Pairs:
+    """The query, tokenized once, joined to each document with the truncation a pair encoding
+    gets (`longest_first`); truncated copies of the query are made once per length."""
+
+    def __init__(self, query: Encoding, over: bool, target: int) -> None:
+        self.query = query
+        self._length = sys.maxsize if over else len(query.ids)  # cut: longer than any document
+        self._target = target
+        self._cut: dict[int, Encoding] = {}
+
+    def join(self, joiner: Tokenizer, document: Encoding, direction: Direction) -> Encoding:
+        query_tokens, document_tokens = longest_first(
+            self._length, len(document.ids), target=self._target
+        )
+        if document_tokens < len(document.ids):
+            document.truncate(document_tokens, direction=direction)
+        query = self.query
+        if query_tokens < len(query.ids):
+            query = self._cut.get(query_tokens) or self._cut_query(query_tokens, direction)
+        return joiner.post_process(query, document)
+
+    def _cut_query(self, tokens: int, direction: Direction) -> Encoding:
+        cut = Encoding.merge([self.query], growing_offsets=False)
+        cut.truncate(tokens, direction=direction)
+        self._cut[tokens] = cut
+        return cut
+
+
+def longest_first(first: int, second: int, *, target: int) -> tuple[int, int]:
+    """The lengths the tokenizers library's `longest_first` truncation leaves a pair of
+    sequences of `first` and `second` tokens in `target` tokens (its rule, ties included)."""
+    if first + second <= target:
+        return first, second
+    short, long_ = sorted((first, second))
+    long_ = short if short > target else max(short, target - short)
+    if short + long_ > target:
+        short = target // 2
+        long_ = short + target % 2
+    return (long_, short) if first > second else (short, long_)
+
+
+def _window(text: str, size: int, direction: Direction) -> str:
+    """The first (right truncation) or last (left) `size` characters, cut at a space so that no
+    word is split (a split word could tokenize into more pieces than it has)."""
+    if direction == "right":
+        part = text[:size]
+        space = part.rfind(" ")
+        return part[:space] if space > size // 2 else part
+    part = text[-size:]
+    space = part.find(" ")
+    return part[space + 1 :] if 0 <= space < size // 2 else part
 
 
 def _fresh(serialized: str) -> Tokenizer:

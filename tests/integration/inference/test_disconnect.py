@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import aiohttp
 import pytest
@@ -40,3 +41,20 @@ async def test_pairs_of_a_client_that_disconnects_are_dropped(serve: Serve) -> N
     assert len(ran) <= 2
     in_flight = await (await client.get("/metrics")).text()
     assert "kuberank_inference_pairs_in_flight 0.0" in in_flight
+
+
+async def test_tokenization_of_a_client_that_left_stops(serve: Serve) -> None:
+    runner = ServableFakeRunner(encode_gate=threading.Event())
+    client = await serve(runner)
+    with pytest.raises(asyncio.TimeoutError):
+        await client.post(
+            "/rerank",
+            json={"query": "q", "texts": ["a", "b"]},
+            timeout=aiohttp.ClientTimeout(total=0.5),
+        )
+    # the slow tokenizer was told the client left, and gave up without finishing
+    assert await asyncio.to_thread(runner.abandoned_seen.wait, 10)
+    assert runner.encoding.is_set()
+    assert not runner.batches
+    runner.encode_gate = None
+    assert (await client.post("/rerank", json={"query": "q", "texts": ["a"]})).status == 200

@@ -15,11 +15,9 @@ from kuberank_inference.torchmodel.process import ModelProcess
 from kuberank_inference.torchmodel.settings import RunnerSettings
 
 
-def test_child_process_scores_equal_in_process(
-    bert_cross_encoder_dir: Path, cross_runner: Any
-) -> None:
-    settings = RunnerSettings(
-        source=ModelSource(bert_cross_encoder_dir, "tiny-ce"),
+def _settings(path: Path) -> RunnerSettings:
+    return RunnerSettings(
+        source=ModelSource(path, "tiny-ce"),
         task="auto",
         device="cpu",
         dtype="auto",
@@ -30,7 +28,13 @@ def test_child_process_scores_equal_in_process(
         fused_gelu=False,
         fused_norm=False,
     )
-    child = OomInjection(ModelProcess(settings, max_batch_tokens=1024))
+
+
+def test_child_process_scores_equal_in_process(
+    bert_cross_encoder_dir: Path, cross_runner: Any
+) -> None:
+    settings = _settings(bert_cross_encoder_dir)
+    child = OomInjection(ModelProcess(settings))
     try:
         assert child.info == cross_runner.info
         request = PairsInput("query", ["one doc", "two docs here", "three"], truncate=False)
@@ -45,5 +49,18 @@ def test_child_process_scores_equal_in_process(
             child.finish_batch(child.start_batch(sequences))
         assert len(child.finish_batch(child.start_batch(sequences))) == 3
         assert child.device_memory() is None
+    finally:
+        child.close()
+
+
+def test_start_up_steps_run_in_the_child(bert_cross_encoder_dir: Path) -> None:
+    settings = _settings(bert_cross_encoder_dir)
+    child = ModelProcess(settings)
+    try:
+        child.warm_up(max_batch_tokens=1024)  # on the parent's request, as the fitting asks
+        assert child.activation_bytes_per_token(tokens=512) == 0.0  # CPU: nothing to plan
+        assert child.free_device_bytes() is None
+        request = PairsInput("query", ["one doc"], truncate=False)
+        assert len(child.finish_batch(child.start_batch(child.encode(request)))) == 1
     finally:
         child.close()

@@ -236,7 +236,12 @@ async def test_health_ready_info_and_handshake(
 ) -> None:
     client = await serve(cross_runner)
     assert (await client.get("/health")).status == 200
-    assert await (await client.get("/ready")).json() == {"status": "ready"}
+    ready = await (await client.get("/ready")).json()
+    assert ready["status"] == "ready"
+    # the budget in force and why (CPU: as configured, no device memory to plan from)
+    assert ready["token_budget"] == 16384
+    assert ready["token_budget_reason"] == "configured"
+    assert ready["device_free_bytes_at_start"] is None
     info = await (await client.get("/info")).json()
     assert info["task"] == "rerank"
     assert info["device"] == "cpu"

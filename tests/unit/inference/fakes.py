@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kuberank_inference.engine.contracts import (
+    Abandoned,
     BatchHandle,
     DeviceMemory,
     ModelInfo,
@@ -17,7 +18,11 @@ from kuberank_inference.engine.contracts import (
     PairsInput,
     TokenizedSequence,
 )
-from kuberank_inference.failures import DeviceOutOfMemoryError, InputTooLongError
+from kuberank_inference.failures import (
+    DeviceOutOfMemoryError,
+    InputTooLongError,
+    RequestAbandonedError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +62,23 @@ class FakeRunner:
     batches: list[list[str]] = field(default_factory=list)
     started: threading.Event = field(default_factory=threading.Event)
     reading_back: threading.Event = field(default_factory=threading.Event)
+    # a slow tokenizer: encode waits for this gate (None: no wait), giving up once abandoned
+    encode_gate: threading.Event | None = None
+    encoding: threading.Event = field(default_factory=threading.Event)
+    abandoned_seen: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.gate.set()
 
-    def encode(self, request: ModelInput) -> list[TokenizedSequence]:
+    def encode(
+        self, request: ModelInput, *, abandoned: Abandoned | None = None
+    ) -> list[TokenizedSequence]:
+        if self.encode_gate is not None:
+            self.encoding.set()
+            while not self.encode_gate.wait(timeout=0.01):
+                if abandoned is not None and abandoned.is_set():
+                    self.abandoned_seen.set()
+                    raise RequestAbandonedError("the client left")
         limit = self.info.max_input_length
         sequences: list[TokenizedSequence] = []
         for index, text in enumerate(request.texts):
@@ -112,6 +129,9 @@ class ServableFakeRunner(FakeRunner):
 
     def resident_bytes(self) -> int:
         return 0
+
+    def free_device_bytes(self) -> int | None:
+        return None
 
     def device_uuids(self) -> list[str]:
         return []
