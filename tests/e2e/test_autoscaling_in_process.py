@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.autoscaling.alertwebhook import AlertRequest
+from kuberank_operator.autoscaling.alertpayloads import AlertRequest
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
 from kuberank_operator.cluster.actuator import Actuator
