@@ -36,6 +36,7 @@ METAVARS = {
     "builtin_evaluator": "BOOL",
     "alert_webhook": "BOOL",
     "alert_webhook_token_secret": "NS/NAME",
+    "alert_webhook_namespaces": "NS[,NS...]",
     "runbook_base_url": "URL",
 }
 

@@ -174,6 +174,8 @@ async def lead(runtime: Runtime) -> None:
             alert_webhook_token_secret=config.alert_webhook_token_secret,
             alert_webhook_token_key=config.alert_webhook_token_key,
             runbook_base_url=config.runbook_base_url,
+            alert_webhook_namespaces=config.alert_webhook_namespaces,
+            watch_namespaces=config.namespaces,
         ),
         api=runtime.api,
         actuator=runtime.actuator,

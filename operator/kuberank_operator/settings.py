@@ -8,6 +8,7 @@ naming the flag or variable, the value and what is accepted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
@@ -28,6 +29,7 @@ from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
 ENV_PREFIX = "KUBERANK_"
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"0", "false", "no", "off", ""})
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 def flag_name(field: str) -> str:
@@ -54,6 +56,16 @@ def parse_namespaces(raw: object) -> object:
     if isinstance(raw, str):
         return tuple(n.strip() for n in raw.split(",") if n.strip())
     return raw
+
+
+def _namespace_names(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [n for n in value if n != "*" and not NAMESPACE_NAME.fullmatch(n)]
+    if bad:
+        raise ValueError(
+            f"{bad[0]!r} is not a namespace name (lowercase letters, digits and '-', at most 63) "
+            "or *"
+        )
+    return value
 
 
 def _at_least_one(value: int) -> int:
@@ -207,6 +219,17 @@ class OperatorConfig(BaseSettings):
     )
     alert_webhook_token_key: str = Field(
         default="token", description="key of the token inside that Secret"
+    )
+    alert_webhook_namespaces: Annotated[
+        tuple[str, ...],
+        NoDecode,
+        BeforeValidator(parse_namespaces),
+        AfterValidator(_namespace_names),
+    ] = Field(
+        default=(),
+        description="comma-separated namespaces whose RerankerDeployments webhook alerts may "
+        "scale or restart; an alert naming another namespace is refused and changes nothing. "
+        "Empty (or *): every namespace the operator watches",
     )
     runbook_base_url: str = Field(
         default=DEFAULT_RUNBOOK_BASE_URL,

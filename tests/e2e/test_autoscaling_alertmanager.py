@@ -3,7 +3,9 @@
 ServiceAccount that may only list and watch the namespace's pods, scrapes the real inference
 server and sidecar on each pod IP and evaluates the rules rendered from the RerankerDeployment;
 Debian's Alertmanager posts to the operator's webhook with the bearer token from a Secret.
-Forged alerts get 401. With Prometheus stopped, the builtin evaluator decides.
+Forged alerts get 401. The alert that scaled is named in status.lastScale.alert; sent again
+beside a malformed alert and one outside --alert-webhook-namespaces, each gets its own answer
+and nothing changes. With Prometheus stopped, the builtin evaluator decides.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
             log_path=tmp_path / "operator-webhook.log",
             builtin=False,
             webhook_secret="alert-token",
+            extra_args=["--alert-webhook-namespaces", ns.name],
         )
         manifest = reranker(
             NAME, pool=ns.pool, autoscaling=AUTOSCALING, monitoring={"alertWebhook": True}
@@ -161,6 +164,37 @@ def test_alertmanager_webhook_path(local_cluster: LocalCluster, tmp_path: Path) 
                 assert status == 200
                 assert body["results"][0]["outcome"].startswith("unchanged")
                 assert ns.replicas(NAME) == 2
+
+                # The alert that scaled is named in status, by Alertmanager's own fingerprint.
+                # That alert sent again, beside a malformed one and one for a namespace outside
+                # --alert-webhook-namespaces: 200 with one answer each, and nothing changes.
+                acted = last["alert"]
+                assert acted["name"] == "KuberankQueueBacklog"
+                assert acted["fingerprint"]
+                assert acted["startsAt"]
+                again = {
+                    **forged["alerts"][0],  # type: ignore[index]
+                    "fingerprint": acted["fingerprint"],
+                    "startsAt": acted["startsAt"],
+                }
+                foreign = {
+                    **again,
+                    "labels": {**again["labels"], "namespace": "kube-system"},
+                    "fingerprint": "f1f1",
+                }
+                malformed = {**again, "labels": {**again["labels"], "kuberank_action": "explode"}}
+                status, body = http_json(
+                    "POST",
+                    operator.webhook_url,
+                    {**forged, "alerts": [foreign, malformed, again]},
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                assert status == 200
+                results = [r["result"] for r in body["results"]]
+                assert results == ["refused", "invalid", "unchanged"], body
+                assert ns.replicas(NAME) == 2
+                refused = 'kuberank_operator_alerts_total{action="scale-up",outcome="refused"}'
+                assert operator.metric(refused) == 1
 
                 # Phase 2: Prometheus gone, the builtin evaluator alone scales down when idle.
                 monitoring.stop_prometheus()

@@ -6,6 +6,7 @@ clock drives the evaluations."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from kuberank_operator.autoscaling.alertwebhook import AlertRequest
+from kuberank_operator.autoscaling.alertpayloads import AlertRequest
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
 from kuberank_operator.cluster.actuator import Actuator
@@ -74,10 +75,15 @@ class ClusterApi:
         self.serves_monitoring = serves_monitoring
         self.calls: list[tuple[str, Any]] = []
         self.events: list[tuple[str, str]] = []
+        # Status writes still to fail (as an API server that times out would).
+        self.failing_status_writes = 0
 
     async def apply_status(
         self, *, namespace: str, name: str, status: Mapping[str, Any], manager: str
     ) -> None:
+        if self.failing_status_writes:
+            self.failing_status_writes -= 1
+            raise ApiError(504, "the status write timed out")
         await self._real.apply_status(
             namespace=namespace, name=name, status=status, manager=manager
         )
@@ -431,6 +437,48 @@ async def test_webhook_actions_share_bounds_cooldown_and_opt_in(make: Any) -> No
     assert (await h.act(alert("restart-pod", pod="bge-a"))).startswith(
         "unchanged: pod bge-a is gone"
     )
+
+
+async def test_a_webhook_alert_sent_again_after_a_failed_status_write_scales_once(
+    make: Any,
+) -> None:
+    body = rrd(monitoring={"alertWebhook": True})
+    body["spec"]["autoscaling"] |= {"cooldownSeconds": 0, "maxReplicas": 5}
+    h: Harness = await make(body)
+    first = AlertRequest(
+        alertname="KuberankQueueBacklog",
+        action="scale-up",
+        status="firing",
+        namespace=KEY[0],
+        name=KEY[1],
+        pod=None,
+        fingerprint="3f9e",
+        starts_at="2026-12-01T10:00:00Z",
+        summary="Pairs queue up",
+    )
+    h.api.failing_status_writes = 1
+    assert await h.act(first) == "acted: scaled 1 -> 2"
+    assert "lastScale" not in h.body()["status"]
+    # Alertmanager sends it again (no cooldown to hide behind): no second step.
+    assert (await h.act(first)).startswith("unchanged: already acted on this alert")
+    second = dataclasses.replace(first, starts_at="2026-12-01T11:00:00Z")
+    assert await h.act(second) == "acted: scaled 2 -> 3"
+    # The API server keeps the identity (the CRD has the field): a restarted operator reads it.
+    assert h.body()["status"]["lastScale"]["alert"] == {
+        "name": "KuberankQueueBacklog",
+        "fingerprint": "3f9e",
+        "startsAt": "2026-12-01T11:00:00Z",
+    }
+    restarted = Autoscaler(
+        actuator=Actuator(h.api),
+        world=World(h.indices),
+        options=AutoscalerOptions(),
+        clock=lambda: h.clock[0],
+    )
+    await asyncio.to_thread(h.refresh)
+    assert str(await restarted.act(second)).startswith("unchanged: already acted")
+    assert h.scales() == [(1, 2), (2, 3)]
+    assert h.body()["spec"]["replicas"] == 3
 
 
 async def test_monitoring_objects_follow_the_spec_where_the_crds_exist(make: Any) -> None:

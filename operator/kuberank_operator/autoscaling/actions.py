@@ -3,9 +3,12 @@
 Shared by the builtin evaluation loop (loop.py) and the alert actions (alerts.py): the same
 per-resource memory, lock and guards.
 - scale: the scale subresource, testing the replica count the decision started from (a person's
-  concurrent change wins), then status.lastScale (field manager kuberank-autoscaler) and an Event;
+  concurrent change wins), then status.lastScale (field manager kuberank-autoscaler; with the
+  alert that asked for it, if one did) and an Event;
 - restart: the pod is deleted (its Deployment replaces it), then status.oom's restart record
   (kuberank-oom) and an Event;
+- once the change is made, a failed status write or Event is logged, never raised: the caller
+  must not take the change for undone (and retry it into a second one);
 - a restart held back (hourly limit, disruption budget): one Warning Event per pod and cause;
 - a pod running a lowered token budget: status.oom.reducedMaxBatchTokens (kuberank-token-budget).
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from kuberank_operator.autoscaling.alertguards import ActedAlerts, AlertIdentity
 from kuberank_operator.autoscaling.evaluator import DeploymentEvaluator
 from kuberank_operator.autoscaling.oomrestarts import (
     HeldBack,
@@ -28,6 +32,7 @@ from kuberank_operator.autoscaling.oomrestarts import (
 )
 from kuberank_operator.autoscaling.scaling import ScaleDecision
 from kuberank_operator.cluster.actuator import Actuator
+from kuberank_operator.cluster.kubeapi import ApiError
 from kuberank_operator.cluster.outcomes import Refused, Restarted
 from kuberank_operator.model.naming import Owner, StatusWriter
 from kuberank_operator.model.observations import parse_time
@@ -73,6 +78,8 @@ class ResourceState:
     restarts_written: int = 0
     # status.oom.reducedMaxBatchTokens as last written (None: not yet read from status).
     reported_budget: int | None = None
+    # Alerts that changed something (or may have): a re-sent one never acts again.
+    acted_alerts: ActedAlerts = field(default_factory=ActedAlerts)
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,9 @@ class Actions:
         if isinstance(before, int) and isinstance(after, int):
             direction = "up" if after > before else "down"
         state.evaluator.adopt_last_scale(at=at, direction=direction)
+        acted = AlertIdentity.from_status(last.get("alert"))
+        if acted is not None:
+            state.acted_alerts.add(acted)
         if not state.seeded:
             # Restarts by an earlier process still count against the hourly limit: assume all
             # happened at the last one (never earlier), so the limit is never exceeded.
@@ -153,8 +163,19 @@ class Actions:
             )
         state.reported_budget = budget
 
-    async def scale(self, resource: Target, decision: ScaleDecision, *, source: Source) -> bool:
-        """Scale as decided; False when the replicas changed meanwhile (or the resource left)."""
+    async def scale(
+        self,
+        resource: Target,
+        decision: ScaleDecision,
+        *,
+        source: Source,
+        alert: AlertIdentity | None = None,
+    ) -> bool:
+        """Scale as decided; False when the replicas changed meanwhile (or the resource left).
+
+        An ApiError from the scale itself is raised (the step may or may not be written); once
+        the step is written, this returns True whatever becomes of status and the Event.
+        """
         namespace, name = resource.key
         outcome = await self._actuator.scale(
             owner=resource.owner,
@@ -181,24 +202,49 @@ class Actions:
             decision.to_replicas,
             reason,
         )
-        last_scale = {
+        last_scale: dict[str, object] = {
             "time": utc(now),
             "from": decision.from_replicas,
             "to": decision.to_replicas,
             "reason": reason,
         }
-        await self._actuator.write_status(
-            owner=resource.owner, writer=StatusWriter.AUTOSCALER, fields={"lastScale": last_scale}
-        )
+        if alert is not None:
+            last_scale["alert"] = alert.to_status()
         up = decision.direction == "up"
-        await self._actuator.post_event(
-            owner=resource.owner,
-            type_="Normal",
-            reason="ScaledUp" if up else "ScaledDown",
+        await self._record(
+            resource,
+            writer=StatusWriter.AUTOSCALER,
+            fields={"lastScale": last_scale},
+            event=("Normal", "ScaledUp" if up else "ScaledDown", "Scale"),
             message=f"replicas {decision.from_replicas} -> {decision.to_replicas}: {reason}",
-            action="Scale",
         )
         return True
+
+    async def _record(
+        self,
+        resource: Target,
+        *,
+        writer: StatusWriter,
+        fields: dict[str, object],
+        event: tuple[str, str, str],
+        message: str,
+    ) -> None:
+        """After a change is made: its status fields, then its Event (type, reason, action). A
+        failure is logged, never raised: the caller must not take the change for undone."""
+        type_, reason, action = event
+        try:
+            await self._actuator.write_status(owner=resource.owner, writer=writer, fields=fields)
+            await self._actuator.post_event(
+                owner=resource.owner, type_=type_, reason=reason, message=message, action=action
+            )
+        except ApiError as exc:
+            logger.warning(
+                "%s/%s: %s done, but status.%s or its Event not written: %s",
+                *resource.key,
+                reason,
+                ", ".join(fields),
+                exc,
+            )
 
     async def restarts(
         self, resource: Target, state: ResourceState, plan: RestartPlan, *, source: Source
@@ -252,14 +298,11 @@ class Actions:
             "lastPod": decision.pod,
             "restartsLastHour": len(state.restart_times),
         }
-        await self._actuator.write_status(
-            owner=resource.owner, writer=StatusWriter.OOM_RESTARTS, fields={"oom": record}
-        )
-        await self._actuator.post_event(
-            owner=resource.owner,
-            type_="Warning",
-            reason="PodRestarted",
+        await self._record(
+            resource,
+            writer=StatusWriter.OOM_RESTARTS,
+            fields={"oom": record},
+            event=("Warning", "PodRestarted", "RestartPod"),
             message=f"deleted pod {decision.pod} so its Deployment replaces it: {reason}",
-            action="RestartPod",
         )
         return outcome

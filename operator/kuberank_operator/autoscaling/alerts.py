@@ -2,8 +2,11 @@
 
 The same per-resource lock, memory and guards as the builtin evaluator (actions.py): bounds,
 cooldowns, the hourly restart limit and the disruption budget. Prometheus already checked the
-threshold, so an alert is taken as the evaluation's result. Each alert answers with a typed
-outcome (acted, unchanged, ignored), which is also the `outcome` label of
+threshold, so an alert is taken as the evaluation's result. Two guards of its own
+(alertguards.py): an alert acts only in the namespaces --alert-webhook-namespaces allows, and
+each alert (fingerprint and startsAt) acts at most once, so a notification Alertmanager sends
+again after an error or a lost answer never makes a second step. Each alert answers with a typed
+outcome (acted, unchanged, ignored, refused, failed), which is also the `outcome` label of
 kuberank_operator_alerts_total.
 """
 
@@ -20,7 +23,8 @@ from kuberank_operator.autoscaling.actions import (
     Target,
     target,
 )
-from kuberank_operator.autoscaling.alertwebhook import AlertOutcome, AlertRequest, AlertResult
+from kuberank_operator.autoscaling.alertguards import AlertScope
+from kuberank_operator.autoscaling.alertpayloads import AlertOutcome, AlertRequest, AlertResult
 from kuberank_operator.autoscaling.oomrestarts import (
     HeldBack,
     PodHealth,
@@ -29,18 +33,22 @@ from kuberank_operator.autoscaling.oomrestarts import (
     restarts_in_last_hour,
 )
 from kuberank_operator.autoscaling.scaling import Direction, ScaleMemory, step_for_alert
+from kuberank_operator.cluster.kubeapi import ApiError
 from kuberank_operator.cluster.outcomes import Restarted
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import PodSummary
 from kuberank_operator.model.policies import OomPolicy
 from kuberank_operator.model.resources import Key
-from kuberank_operator.telemetry import metrics
 
 STUCK_ALERT = "KuberankGpuStuckAfterXid"
 
 
 def _unchanged(detail: str) -> AlertOutcome:
     return AlertOutcome(AlertResult.UNCHANGED, detail)
+
+
+def _already(alert: AlertRequest) -> AlertOutcome:
+    return _unchanged(f"already acted on this alert: {alert.identity}")
 
 
 def _said(outcome: RestartOutcome) -> str:
@@ -61,14 +69,23 @@ class AlertResponder:
         actions: Actions,
         state: Callable[[Key], ResourceState],
         clock: Callable[[], float],
+        scope: AlertScope,
     ) -> None:
         self._world = world
         self._actions = actions
         self._state = state
         self._clock = clock
+        self._scope = scope
 
     async def act(self, alert: AlertRequest) -> AlertOutcome:
         key = (alert.namespace, alert.name)
+        if not self._scope.allows(alert.namespace):
+            # Before the lookup: an alert learns nothing of resources outside its scope.
+            return AlertOutcome(
+                AlertResult.REFUSED,
+                f"namespace {alert.namespace!r} is outside --alert-webhook-namespaces "
+                f"({self._scope})",
+            )
         resource = target(self._world.rrd(key))
         if isinstance(resource, str):
             outcome = AlertOutcome(
@@ -84,7 +101,6 @@ class AlertResponder:
                     outcome = await self._scale(resource, state, alert)
                 else:
                     outcome = await self._restart(resource, state, alert)
-        metrics.ALERTS.labels(alert.action, outcome.result.value).inc()
         return outcome
 
     async def _scale(
@@ -105,7 +121,27 @@ class AlertResponder:
         )
         if decision is None:
             return _unchanged("inside the cooldown or at the replica bound")
-        if not await self._actions.scale(resource, decision, source=Source.ALERT):
+        identity = alert.identity
+        if identity in state.acted_alerts:
+            return _already(alert)
+        # Claimed before the write: if the answer is lost, the step may be written all the same.
+        state.acted_alerts.add(identity)
+        try:
+            scaled = await self._actions.scale(
+                resource, decision, source=Source.ALERT, alert=identity
+            )
+        except ApiError as exc:
+            if 400 <= exc.status < 500:
+                # The API server refused the request itself: nothing was written.
+                state.acted_alerts.discard(identity)
+                return AlertOutcome(AlertResult.FAILED, f"scale refused: {exc}", retry=True)
+            return AlertOutcome(
+                AlertResult.FAILED,
+                f"scale not confirmed ({exc}); not acting on this alert again, the step may "
+                "have been written",
+            )
+        if not scaled:
+            state.acted_alerts.discard(identity)
             return _unchanged("replicas changed meanwhile")
         state.evaluator.memory = ScaleMemory(last_scale_at=now, last_direction=direction)
         return AlertOutcome(
@@ -138,7 +174,17 @@ class AlertResponder:
             restarts=tuple(replace(d, reason=because) for d in plan.restarts),
             held=tuple(replace(h, decision=replace(h.decision, reason=because)) for h in plan.held),
         )
-        outcomes = await self._actions.restarts(resource, state, plan, source=Source.ALERT)
+        identity = alert.identity
+        if plan.restarts and identity in state.acted_alerts:
+            return _already(alert)
+        if plan.restarts:
+            state.acted_alerts.add(identity)
+        try:
+            outcomes = await self._actions.restarts(resource, state, plan, source=Source.ALERT)
+        except ApiError as exc:
+            # Deleting a pod twice is harmless (the second finds it gone): a retry may try again.
+            state.acted_alerts.discard(identity)
+            return AlertOutcome(AlertResult.FAILED, f"restart failed: {exc}", retry=True)
         if not outcomes:
             return _unchanged("nothing to restart")
         result = AlertResult.ACTED if plan.restarts else AlertResult.UNCHANGED

@@ -8,8 +8,16 @@ Alertmanager posts its webhook payload (version 4) to `POST /alerts` with
 `Authorization: Bearer <token>`; the token lives in a Secret. Without the right token the answer
 is 401 and nothing happens. Each firing alert that carries `kuberank_action` is handed to the
 actions (scale up/down, restart a pod); the actions apply the same bounds, cooldowns and rate
-limits as the builtin evaluator, so repeated notifications change nothing. Resolved alerts and
-alerts that are not kuberank's are acknowledged and ignored.
+limits as the builtin evaluator, act only in the namespaces the admin allows, and act once per
+alert, so repeated notifications change nothing. Resolved alerts and alerts that are not
+kuberank's are acknowledged and ignored.
+
+Alertmanager takes the answer for the whole notification: a 4xx drops every alert in it, a 5xx
+retries every alert. So each alert is judged on its own and answered in `results`: a malformed
+or refused alert never costs the others their action. Only a body that is not an Alertmanager
+payload gets a 4xx (400 not JSON, 413 too large, 415 not a JSON media type, 422 not version 4);
+a 503 asks for a retry only when an alert failed before changing anything and no alert of the
+notification changed anything.
 """
 
 from __future__ import annotations
@@ -17,113 +25,25 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any, Literal, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
-from kuberank_operator.rendering.alertrules import (
-    ACTION_LABEL,
-    CR_LABEL,
-    NAMESPACE_LABEL,
-    POD_LABEL,
+from kuberank_operator.autoscaling.alertpayloads import (
+    AlertOutcome,
+    AlertRequest,
+    AlertResult,
+    InvalidAlert,
+    PayloadError,
+    parse_payload,
 )
+from kuberank_operator.telemetry import metrics
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/alerts"
-SUPPORTED_VERSION = "4"
-ACTIONS = ("scale-up", "scale-down", "restart-pod", "none")
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
-
-AlertAction = Literal["scale-up", "scale-down", "restart-pod", "none"]
-
-
-class PayloadError(ValueError):
-    """A webhook body that is not an Alertmanager version 4 payload."""
-
-
-@dataclass(frozen=True)
-class AlertRequest:
-    """One kuberank alert from an Alertmanager notification."""
-
-    alertname: str
-    action: AlertAction
-    status: Literal["firing", "resolved"]
-    namespace: str
-    name: str
-    pod: str | None
-    fingerprint: str
-    starts_at: str
-    summary: str
-
-
-def parse_payload(payload: Any) -> list[AlertRequest]:
-    """The kuberank alerts of a payload; alerts without `kuberank_action` are not ours."""
-    if not isinstance(payload, Mapping):
-        raise PayloadError("the body must be a JSON object (Alertmanager webhook payload)")
-    version = str(payload.get("version", ""))
-    if version != SUPPORTED_VERSION:
-        raise PayloadError(
-            f"payload version is {version!r}; this receiver reads Alertmanager's version "
-            f"{SUPPORTED_VERSION}"
-        )
-    alerts = payload.get("alerts")
-    if not isinstance(alerts, list):
-        raise PayloadError("payload.alerts must be a list")
-    requests: list[AlertRequest] = []
-    for i, alert in enumerate(alerts):
-        if not isinstance(alert, Mapping) or not isinstance(alert.get("labels"), Mapping):
-            raise PayloadError(f"payload.alerts[{i}] must be an object with labels")
-        labels: Mapping[str, Any] = alert["labels"]
-        action = labels.get(ACTION_LABEL)
-        if action is None:
-            continue
-        if action not in ACTIONS:
-            raise PayloadError(
-                f"payload.alerts[{i}].labels.{ACTION_LABEL} is {action!r}; "
-                f"expected one of {', '.join(ACTIONS)}"
-            )
-        status = alert.get("status")
-        if status not in ("firing", "resolved"):
-            raise PayloadError(f"payload.alerts[{i}].status must be firing or resolved")
-        annotations = alert.get("annotations")
-        summary = annotations.get("summary", "") if isinstance(annotations, Mapping) else ""
-        pod = labels.get(POD_LABEL)
-        requests.append(
-            AlertRequest(
-                alertname=str(labels.get("alertname", "")),
-                action=action,
-                status=status,
-                namespace=str(labels.get(NAMESPACE_LABEL, "")),
-                name=str(labels.get(CR_LABEL, "")),
-                pod=str(pod) if pod else None,
-                fingerprint=str(alert.get("fingerprint", "")),
-                starts_at=str(alert.get("startsAt", "")),
-                summary=str(summary),
-            )
-        )
-    return requests
-
-
-class AlertResult(StrEnum):
-    """What became of one alert (the `outcome` label of kuberank_operator_alerts_total)."""
-
-    ACTED = "acted"
-    UNCHANGED = "unchanged"
-    IGNORED = "ignored"
-
-
-@dataclass(frozen=True)
-class AlertOutcome:
-    result: AlertResult
-    detail: str
-
-    def __str__(self) -> str:
-        """As the webhook's response says it: "acted: scaled 1 -> 2"."""
-        return f"{self.result.value}: {self.detail}"
 
 
 class AlertActions(Protocol):
@@ -213,37 +133,97 @@ async def discovery_targets(request: web.Request) -> web.Response:
     return web.json_response(request.app[TARGETS_KEY]())
 
 
+def _invalid_body(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason, "error_type": "Validation"}, status=status)
+
+
+def _json_media_type(header: str | None) -> bool:
+    """Whether a body of this Content-Type may be JSON: JSON types, and none named (absent, or
+    application/octet-stream, what HTTP assumes when none is named)."""
+    media = (header or "").partition(";")[0].strip().lower()
+    return media in ("", "application/octet-stream", "application/json") or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def _read_payload(request: web.Request) -> tuple[Any, web.Response | None]:
+    """The JSON body, or the 4xx answer for a body that is not JSON (400, 413, 415)."""
+    if not _json_media_type(request.headers.get("Content-Type")):
+        return None, _invalid_body(415, "the body must be application/json")
+    try:
+        return await request.json(), None
+    except web.HTTPRequestEntityTooLarge:
+        return None, _invalid_body(413, f"the body is over {MAX_PAYLOAD_BYTES} bytes")
+    except (ValueError, RecursionError):
+        # ValueError: bad UTF-8 or bad JSON; RecursionError: JSON nested too deep.
+        return None, _invalid_body(400, "the body is not JSON")
+
+
+async def _outcome(actions: AlertActions, alert: AlertRequest) -> AlertOutcome:
+    if alert.status == "resolved" or alert.action == "none":
+        return AlertOutcome(AlertResult.IGNORED, f"{alert.status} {alert.action}")
+    try:
+        outcome = await actions.act(alert)
+    except Exception:
+        # One alert's failure must not fail the others of the notification.
+        log.exception(
+            "alert webhook: %s for %s/%s failed", alert.alertname, alert.namespace, alert.name
+        )
+        outcome = AlertOutcome(
+            AlertResult.FAILED, "internal error (see the operator's log)", retry=True
+        )
+    metrics.ALERTS.labels(alert.action, outcome.result.value).inc()
+    return outcome
+
+
+_NOTEWORTHY = frozenset({AlertResult.REFUSED, AlertResult.INVALID, AlertResult.FAILED})
+
+
+def _report(index: int, item: AlertRequest | InvalidAlert, outcome: AlertOutcome) -> dict[str, Any]:
+    """One alert's entry in the response, logged in one line."""
+    level = logging.WARNING if outcome.result in _NOTEWORTHY else logging.INFO
+    entry: dict[str, Any] = {"index": index, "alertname": item.alertname}
+    if isinstance(item, InvalidAlert):
+        log.log(level, "alert webhook: alerts[%d] %s: %s", index, item.alertname, outcome)
+    else:
+        pod = f" pod {item.pod}" if item.pod else ""
+        where = f"{item.namespace}/{item.name}{pod}"
+        log.log(
+            level, "alert webhook: %s %s for %s: %s", item.alertname, item.status, where, outcome
+        )
+        entry |= {"namespace": item.namespace, "rerankerdeployment": item.name,
+                  "fingerprint": item.fingerprint}  # fmt: skip
+    return entry | {"result": outcome.result.value, "outcome": str(outcome)}
+
+
 async def receive_alerts(request: web.Request) -> web.Response:
     refusal = await _refusal(request)
     if refusal is not None:
         return refusal
+    payload, refused = await _read_payload(request)
+    if refused is not None:
+        return refused
     try:
-        payload = await request.json()
-    except ValueError:
-        return web.json_response(
-            {"error": "the body is not JSON", "error_type": "Validation"}, status=400
-        )
-    try:
-        alerts = parse_payload(payload)
+        items = parse_payload(payload)
     except PayloadError as exc:
-        return web.json_response({"error": str(exc), "error_type": "Validation"}, status=422)
+        return _invalid_body(422, str(exc))
     actions = request.app[ACTIONS_KEY]
-    results: list[dict[str, str]] = []
-    for alert in alerts:
-        if alert.status == "resolved" or alert.action == "none":
-            outcome = AlertOutcome(AlertResult.IGNORED, f"{alert.status} {alert.action}")
+    outcomes: list[AlertOutcome] = []
+    results: list[dict[str, Any]] = []
+    for index, item in items:
+        if isinstance(item, InvalidAlert):
+            outcome = AlertOutcome(AlertResult.INVALID, item.error)
+            metrics.ALERTS.labels(item.action, outcome.result.value).inc()
         else:
-            outcome = await actions.act(alert)
-        log.info(
-            "alert webhook: %s %s for %s/%s%s: %s",
-            alert.alertname,
-            alert.status,
-            alert.namespace,
-            alert.name,
-            f" pod {alert.pod}" if alert.pod else "",
-            outcome,
-        )
-        results.append({"alertname": alert.alertname, "outcome": str(outcome)})
+            outcome = await _outcome(actions, item)
+        outcomes.append(outcome)
+        results.append(_report(index, item, outcome))
+    # A retry re-sends every alert: ask for one only when nothing of this notification changed
+    # anything (acted alerts are remembered, so a retry would not act twice, but never risk it).
+    if any(o.retry for o in outcomes) and not any(o.result is AlertResult.ACTED for o in outcomes):
+        error = "an alert failed before it changed anything; send the notification again"
+        body = {"error": error, "error_type": "Unavailable", "results": results}
+        return web.json_response(body, status=503)
     return web.json_response({"results": results})
 
 

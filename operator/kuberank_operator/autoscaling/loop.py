@@ -23,8 +23,9 @@ from kuberank_operator.autoscaling.actions import (
     Target,
     target,
 )
+from kuberank_operator.autoscaling.alertguards import EVERY_NAMESPACE, AlertScope
+from kuberank_operator.autoscaling.alertpayloads import AlertOutcome, AlertRequest
 from kuberank_operator.autoscaling.alerts import AlertResponder
-from kuberank_operator.autoscaling.alertwebhook import AlertOutcome, AlertRequest
 from kuberank_operator.autoscaling.evaluator import Evaluation
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
 from kuberank_operator.cluster import tasks
@@ -53,6 +54,8 @@ class AutoscalerOptions:
     concurrency: int = 8
     inference_port: int = INFERENCE_METRICS_PORT
     sidecar_port: int = SIDECAR_METRICS_PORT
+    # Where webhook alerts may act (--alert-webhook-namespaces within the watched namespaces).
+    alert_scope: AlertScope = EVERY_NAMESPACE
 
 
 class Autoscaler:
@@ -74,7 +77,11 @@ class Autoscaler:
         self._states: dict[Key, ResourceState] = {}
         self._actions = Actions(actuator=actuator, clock=clock)
         self.alerts = AlertResponder(
-            world=world, actions=self._actions, state=self._state, clock=clock
+            world=world,
+            actions=self._actions,
+            state=self._state,
+            clock=clock,
+            scope=options.alert_scope,
         )
         self._task: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None

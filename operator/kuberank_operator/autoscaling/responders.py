@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kuberank_operator.autoscaling.alertguards import AlertScope
 from kuberank_operator.autoscaling.alertwebhook import TokenSource, build_app, start_server
 from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
@@ -34,6 +35,9 @@ class ResponderOptions:
     alert_webhook_token_secret: str
     alert_webhook_token_key: str
     runbook_base_url: str
+    # --alert-webhook-namespaces and --namespaces (empty: all).
+    alert_webhook_namespaces: tuple[str, ...] = ()
+    watch_namespaces: tuple[str, ...] = ()
 
 
 @dataclass
@@ -57,10 +61,13 @@ def secret_ref(value: str) -> tuple[str, str]:
 async def start_responders(
     *, config: ResponderOptions, api: KubeApi, actuator: Actuator, world: World
 ) -> Responders:
+    scope = AlertScope.resolve(
+        allowed=config.alert_webhook_namespaces, watched=config.watch_namespaces
+    )
     autoscaler = Autoscaler(
         actuator=actuator,
         world=world,
-        options=AutoscalerOptions(builtin=config.builtin_evaluator),
+        options=AutoscalerOptions(builtin=config.builtin_evaluator, alert_scope=scope),
         monitoring=MonitoringSync(
             api=api, actuator=actuator, runbook_base_url=config.runbook_base_url
         ),
@@ -87,13 +94,23 @@ async def start_responders(
         )
         responders.webhook, responders.webhook_port = runner, port
         logger.info(
-            "Alertmanager webhook receiver on %s:%d/alerts (token from secret %s/%s key %s)",
+            "Alertmanager webhook receiver on %s:%d/alerts (token from secret %s/%s key %s), "
+            "acting in %s",
             config.alert_webhook_host,
             port,
             namespace,
             name,
             key,
+            scope,
         )
+        within = scope.namespaces if scope.namespaces is not None else frozenset()
+        unwatched = set(config.alert_webhook_namespaces) - within - {"*"}
+        if unwatched:
+            logger.warning(
+                "--alert-webhook-namespaces names %s, which --namespaces does not watch: "
+                "alerts there are refused",
+                ", ".join(sorted(unwatched)),
+            )
     logger.info(
         "builtin evaluator %s",
         "on" if config.builtin_evaluator else "off: only Alertmanager webhooks act",

@@ -67,7 +67,8 @@ EVALUATIONS = Histogram(
 ALERTS = Counter(
     "kuberank_operator_alerts_total",
     "Firing kuberank alerts received on the Alertmanager webhook, by action and outcome "
-    "(acted, unchanged, ignored).",
+    "(acted, unchanged, ignored, refused: outside --alert-webhook-namespaces, invalid: malformed, "
+    "failed).",
     ["action", "outcome"],
     registry=REGISTRY,
 )

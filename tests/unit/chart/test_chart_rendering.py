@@ -250,6 +250,24 @@ def test_webhook_token_secret_is_wired_into_the_operator(render: Render) -> None
     assert one(objects, "RoleBinding")["roleRef"]["name"] == role["metadata"]["name"]
 
 
+def test_webhook_namespaces_reach_the_operator(render: Render) -> None:
+    from kuberank_operator import cli
+
+    def args(*sets: str) -> list[str]:
+        objects = render("alertWebhook.enabled=true", *sets)
+        container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        return list(container["args"])
+
+    narrowed = args("alertWebhook.namespaces={search,rag}")
+    assert "--alert-webhook-namespaces=search,rag" in narrowed
+    assert cli.parse_config(narrowed, env={}).alert_webhook_namespaces == ("search", "rag")
+    everywhere = args("alertWebhook.namespaces={*}")
+    assert cli.parse_config(everywhere, env={}).alert_webhook_namespaces == ("*",)
+    # The default: every watched namespace (the flag is there, empty).
+    assert "--alert-webhook-namespaces=" in args()
+    assert cli.parse_config(args(), env={}).alert_webhook_namespaces == ()
+
+
 def test_existing_webhook_secret_is_used_not_created(render: Render) -> None:
     objects = render("alertWebhook.enabled=true", "alertWebhook.existingSecret=am-token")
     assert not by_kind(objects, "Secret")

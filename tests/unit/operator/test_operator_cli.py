@@ -45,12 +45,26 @@ def test_environment_sets_and_flags_win() -> None:
         ({"KUBERANK_SIDECAR_POD_RESOURCES": "maybe"}, "use true or false"),
         ({"KUBERANK_RESYNC_SECONDS": "1"}, "at least 10 seconds"),
         ({"KUBERANK_LEADER_ELECTION_SECONDS": "1"}, "must be 3 to 300 seconds"),
+        (
+            {"KUBERANK_ALERT_WEBHOOK_NAMESPACES": "search,Team_B"},
+            "KUBERANK_ALERT_WEBHOOK_NAMESPACES='search,Team_B' is not valid for "
+            "--alert-webhook-namespaces: 'Team_B' is not a namespace name",
+        ),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_config([], env=env)
     assert fragment in str(exc.value)
+
+
+def test_alert_webhook_namespaces() -> None:
+    assert parse_config([], env={}).alert_webhook_namespaces == ()
+    env = {"KUBERANK_ALERT_WEBHOOK_NAMESPACES": "search, rag"}
+    assert parse_config([], env=env).alert_webhook_namespaces == ("search", "rag")
+    flagged = parse_config(["--alert-webhook-namespaces=*"], env=env)
+    assert flagged.alert_webhook_namespaces == ("*",)
+    assert parse_config(["--alert-webhook-namespaces="], env=env).alert_webhook_namespaces == ()
 
 
 def test_bad_flag_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

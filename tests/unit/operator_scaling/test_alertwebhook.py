@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import io
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from kuberank_operator.autoscaling.alertwebhook import (
+from kuberank_operator.autoscaling.alertpayloads import (
     AlertOutcome,
     AlertRequest,
     AlertResult,
+    InvalidAlert,
     PayloadError,
-    TokenSource,
-    build_app,
     parse_payload,
 )
+from kuberank_operator.autoscaling.alertwebhook import TokenSource, build_app
+from kuberank_operator.telemetry.metrics import REGISTRY
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 TOKEN = "s3cret-token"
@@ -58,7 +61,7 @@ def alert(
     }
 
 
-def payload(*alerts: dict[str, Any]) -> dict[str, Any]:
+def payload(*alerts: Any) -> dict[str, Any]:
     return {
         "version": "4",
         "groupKey": '{}:{alertname="KuberankQueueBacklog"}',
@@ -149,9 +152,13 @@ async def test_bad_payloads_are_rejected_with_the_field(
     response = await client.post("/alerts", json={**payload(alert()), "version": "3"}, headers=AUTH)
     assert response.status == 422
     assert "version" in (await response.json())["error"]
+    # One alert with an unknown action is answered on its own (a 4xx would make Alertmanager
+    # drop the whole notification), still naming the field.
     response = await client.post("/alerts", json=payload(alert(action="explode")), headers=AUTH)
-    assert response.status == 422
-    assert "kuberank_action" in (await response.json())["error"]
+    assert response.status == 200
+    (result,) = (await response.json())["results"]
+    assert result["result"] == "invalid"
+    assert "kuberank_action" in result["outcome"]
     assert actions.seen == []
 
 
@@ -213,5 +220,156 @@ async def test_discovery_targets_need_the_token(aiohttp_client: ClientFactory) -
 def test_parse_payload_requires_an_object() -> None:
     with pytest.raises(PayloadError, match="JSON object"):
         parse_payload([])
-    with pytest.raises(PayloadError, match=r"alerts\[0\]"):
-        parse_payload({"version": "4", "alerts": ["x"]})
+    # A malformed alert is invalid on its own, naming where it is; the payload is still read.
+    ((index, invalid),) = parse_payload({"version": "4", "alerts": ["x"]})
+    assert index == 0
+    assert isinstance(invalid, InvalidAlert)
+    assert "alerts[0]" in invalid.error
+
+
+class FailingActions(RecordingActions):
+    """Fails the alerts named in `fail`: retryably, or by raising (a bug in an action)."""
+
+    def __init__(self, fail: dict[str, str]) -> None:
+        super().__init__()
+        self.fail = fail
+
+    async def act(self, alert: AlertRequest) -> AlertOutcome:
+        how = self.fail.get(alert.name)
+        if how == "raise":
+            raise RuntimeError("boom")
+        if how == "retry":
+            self.seen.append(alert)
+            return AlertOutcome(AlertResult.FAILED, "API server unavailable", retry=True)
+        return await super().act(alert)
+
+
+async def test_one_bad_alert_does_not_cost_the_others_their_action(
+    setup: tuple[TestClient[Any, Any], RecordingActions, Secret],
+) -> None:
+    """Alertmanager drops a whole notification on a 4xx: each alert is answered on its own."""
+    client, actions, _ = setup
+    no_pod = alert(action="restart-pod", alertname="KuberankCudaOomRepeated")
+    unlabelled = {"status": "firing"}
+    bad_status = {**alert(), "status": "pending"}
+    body = payload(
+        alert(),
+        alert(action="explode"),
+        "not an alert",
+        unlabelled,
+        no_pod,
+        bad_status,
+        alert(action=None, alertname="Watchdog"),
+        alert(action="scale-down", name="other"),
+    )
+    response = await client.post("/alerts", json=body, headers=AUTH)
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [(r["index"], r["result"]) for r in results] == [
+        (0, "acted"),
+        (1, "invalid"),
+        (2, "invalid"),
+        (3, "invalid"),
+        (4, "invalid"),
+        (5, "invalid"),
+        (7, "acted"),
+    ]
+    assert "alerts[2] must be an object with labels" in results[2]["outcome"]
+    assert "lacks pod" in results[4]["outcome"]
+    assert "status must be firing or resolved" in results[5]["outcome"]
+    assert results[0]["fingerprint"] == "abc123"
+    assert [(a.action, a.name) for a in actions.seen] == [
+        ("scale-up", "bge"),
+        ("scale-down", "other"),
+    ]
+
+
+async def test_bodies_that_are_no_alertmanager_payload_get_a_4xx(
+    setup: tuple[TestClient[Any, Any], RecordingActions, Secret],
+) -> None:
+    client, actions, _ = setup
+    as_text = {**AUTH, "Content-Type": "text/plain"}
+    response = await client.post("/alerts", data=b'{"version": "4"}', headers=as_text)
+    assert response.status == 415
+    assert (await response.json())["error_type"] == "Validation"
+    form = await client.post("/alerts", data={"version": "4"}, headers=AUTH)
+    assert form.status == 415
+    as_json = {**AUTH, "Content-Type": "application/json"}
+    for bad in (b"[" * 100_000, b"\xff\xfe{}", b'{"version": "4", "alerts": [}'):
+        response = await client.post("/alerts", data=bad, headers=as_json)
+        assert response.status == 400, bad[:10]
+        assert (await response.json())["error"] == "the body is not JSON"
+    response = await client.post(
+        "/alerts", data=io.BytesIO(b" " * (5 * 1024 * 1024)), headers=as_json
+    )
+    assert response.status == 413
+    assert "bytes" in (await response.json())["error"]
+    response = await client.post("/alerts", json={"version": "4", "alerts": {}}, headers=AUTH)
+    assert response.status == 422
+    assert "payload.alerts must be a list" in (await response.json())["error"]
+    # A JSON media type with parameters, or a +json one, is JSON.
+    vendor = {**AUTH, "Content-Type": "application/vnd.alertmanager+json; charset=utf-8"}
+    response = await client.post("/alerts", data=json.dumps(payload(alert())), headers=vendor)
+    assert response.status == 200
+    assert len(actions.seen) == 1
+
+
+async def test_a_retry_is_asked_for_only_when_nothing_of_the_notification_acted(
+    aiohttp_client: ClientFactory,
+) -> None:
+    actions = FailingActions({"flaky": "retry", "buggy": "raise"})
+    app = build_app(actions=actions, token_source=TokenSource(Secret(TOKEN).read))
+    client = await aiohttp_client(app)
+    # Nothing acted and one alert may succeed when sent again: 503, Alertmanager retries.
+    response = await client.post(
+        "/alerts", json=payload(alert(name="flaky"), alert(status="resolved")), headers=AUTH
+    )
+    assert response.status == 503
+    body = await response.json()
+    assert body["error_type"] == "Unavailable"
+    assert [r["result"] for r in body["results"]] == ["failed", "ignored"]
+    # Once an alert of the notification acted, never 5xx: a retry would re-send that one too.
+    response = await client.post(
+        "/alerts", json=payload(alert(name="flaky"), alert(name="bge")), headers=AUTH
+    )
+    assert response.status == 200
+    assert [r["result"] for r in (await response.json())["results"]] == ["failed", "acted"]
+    # An action that raises fails its alert only; the next alert still acts.
+    response = await client.post(
+        "/alerts", json=payload(alert(name="buggy"), alert(name="bge")), headers=AUTH
+    )
+    assert response.status == 200
+    results = (await response.json())["results"]
+    assert [r["result"] for r in results] == ["failed", "acted"]
+    assert "internal error" in results[0]["outcome"]
+
+
+async def test_every_alert_outcome_is_counted(
+    setup: tuple[TestClient[Any, Any], RecordingActions, Secret],
+) -> None:
+    client, _, _ = setup
+
+    def count(action: str, outcome: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "kuberank_operator_alerts_total", {"action": action, "outcome": outcome}
+        )
+        return value or 0.0
+
+    before = (
+        count("scale-up", "acted"),
+        count("unknown", "invalid"),
+        count("restart-pod", "invalid"),
+    )
+    body = payload(
+        alert(),
+        alert(action="explode"),
+        alert(action="restart-pod", alertname="KuberankCudaOomRepeated"),
+        alert(status="resolved"),
+    )
+    assert (await client.post("/alerts", json=body, headers=AUTH)).status == 200
+    after = (
+        count("scale-up", "acted"),
+        count("unknown", "invalid"),
+        count("restart-pod", "invalid"),
+    )
+    assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
