@@ -261,6 +261,24 @@ def _serving(layout: Layout) -> None:
     )
     layout.add(
         timeseries(
+            "Tokens waiting and running",
+            "Real tokens waiting for a batch (queue) and in batches on the GPU (running): the "
+            "work in the unit batches are planned by, so long documents count for what they "
+            "cost; spec.autoscaling.scaleUp.queueTokens scales on the queue.",
+            [
+                Target(f"sum by (pod) (kuberank_inference_queue_tokens{{{SEL}}})", "queue {{pod}}"),
+                Target(
+                    f"sum by (pod) (kuberank_inference_running_tokens{{{SEL}}})",
+                    "running {{pod}}",
+                ),
+            ],
+            unit="short",
+        ),
+        width=8,
+        height=8,
+    )
+    layout.add(
+        timeseries(
             "Requests/s by status",
             "HTTP answers per second by status code: 429 means overloaded, 424 inference failure, "
             "503 not ready.",

@@ -139,6 +139,17 @@ class InferenceMetrics:
             "Sequences (query-document pairs or texts) waiting for a batch.",
             registry=r,
         )
+        self.queue_tokens = Gauge(
+            "kuberank_inference_queue_tokens",
+            "Real tokens of the sequences waiting for a batch: the work queued, in the unit "
+            "the token budget batches by.",
+            registry=r,
+        )
+        self.running_tokens = Gauge(
+            "kuberank_inference_running_tokens",
+            "Real tokens of the batches launched and not yet read back (the work running).",
+            registry=r,
+        )
         self.pairs_in_flight = Gauge(
             "kuberank_inference_pairs_in_flight",
             "Sequences admitted and not yet answered (tokenizing, waiting or running); "

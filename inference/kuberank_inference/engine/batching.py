@@ -80,6 +80,10 @@ class _Launched:
     started_at: float
 
 
+def _tokens(items: Sequence[PlannedItem]) -> int:
+    return sum(item.num_tokens for item in items)
+
+
 class BatchEngine:
     def __init__(
         self,
@@ -201,16 +205,21 @@ class BatchEngine:
         with self._cond:
             self._jobs[job.job_id] = job
             self._planner.add(job.job_id, items, now=job.enqueued_at)
-            self._metrics.queue_depth.set(self._planner.pending_items)
+            self._report_queue()
             self._cond.notify()
         return job
+
+    def _report_queue(self) -> None:
+        """Export what waits, in sequences and in tokens (called under the lock)."""
+        self._metrics.queue_depth.set(self._planner.pending_items)
+        self._metrics.queue_tokens.set(self._planner.pending_tokens)
 
     def _abandon(self, job: _Job) -> None:
         """The client left: drop its waiting sequences (those already running finish unseen)."""
         with self._cond:
             dropped = self._planner.drop(job.job_id)
             self._jobs.pop(job.job_id, None)
-            self._metrics.queue_depth.set(self._planner.pending_items)
+            self._report_queue()
         if dropped:
             self._metrics.dropped_pairs.inc(dropped)
             log.debug("client left: dropped %d waiting sequences of job %d", dropped, job.job_id)
@@ -232,13 +241,14 @@ class BatchEngine:
                     budget = self._budget.current(now=now)
                     self._metrics.token_budget.set(budget)
                     items = self._planner.next_batch(token_budget=budget, now=now)
-                    self._metrics.queue_depth.set(self._planner.pending_items)
+                    self._report_queue()
                     sequences = self._sequences_of(items, now=now)
             if items:
                 self._launch(items, sequences, launched)
             if launched and (not items or len(launched) >= self._settings.batches_in_flight):
                 self._complete(launched.popleft())
         for batch in launched:
+            self._metrics.running_tokens.dec(_tokens(batch.items))
             self._fail(batch.items, NotReadyError("the server is shutting down"))
 
     def _sequences_of(self, items: list[PlannedItem], *, now: float) -> list[TokenizedSequence]:
@@ -296,7 +306,7 @@ class BatchEngine:
             try:
                 handle = self._runner.start_batch(part_sequences)
                 self._observe_batch(part_items)
-                outputs = self._runner.finish_batch(handle)
+                outputs = self._finish(handle, part_items)
             except DeviceOutOfMemoryError as oom:
                 self._record_oom(oom)
                 self._run_split(part_items, part_sequences)
@@ -309,7 +319,7 @@ class BatchEngine:
 
     def _complete(self, batch: _Launched) -> None:
         try:
-            outputs = self._runner.finish_batch(batch.handle)
+            outputs = self._finish(batch.handle, batch.items)
         except DeviceOutOfMemoryError as oom:
             self._record_oom(oom)
             self._run_split(batch.items, batch.sequences)
@@ -320,6 +330,13 @@ class BatchEngine:
             return
         self._succeeded(batch.items, outputs, batch.started_at)
 
+    def _finish(self, handle: BatchHandle, items: list[PlannedItem]) -> list[Output]:
+        """Read a launched batch back; its tokens stop counting as running, whatever happens."""
+        try:
+            return self._runner.finish_batch(handle)
+        finally:
+            self._metrics.running_tokens.dec(_tokens(items))
+
     def _record_oom(self, oom: DeviceOutOfMemoryError) -> None:
         self._metrics.cuda_oom.inc()
         with self._cond:
@@ -329,6 +346,7 @@ class BatchEngine:
 
     def _observe_batch(self, items: list[PlannedItem]) -> None:
         lengths = [item.num_tokens for item in items]
+        self._metrics.running_tokens.inc(sum(lengths))
         self._metrics.batch_size.observe(len(items))
         self._metrics.batch_tokens.observe(sum(lengths))
         self._metrics.padding_ratio.observe(padding_ratio(lengths, padded=self._planner.padded))
@@ -371,4 +389,4 @@ class BatchEngine:
         with self._cond:
             self._planner.drop(job.job_id)
             self._jobs.pop(job.job_id, None)
-            self._metrics.queue_depth.set(self._planner.pending_items)
+            self._report_queue()

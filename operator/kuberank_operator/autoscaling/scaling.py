@@ -11,6 +11,7 @@ it remembered from the last evaluation, and returns a decision (or none) and the
 - Scale-up waits `cooldownSeconds` after a previous scale-up (new pods need time to take load),
   but not after a scale-down: under load, waiting costs requests.
 - The result is always inside [minReplicas, maxReplicas]; a count outside is clamped at once.
+- `scaleUp.queueTokens` (tokens waiting per pod) is a threshold like the others when above 0.
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ class ScaleDecision:
 def scale_up_breaches(policy: ScalePolicy, signals: FleetSignals) -> list[tuple[str, float]]:
     """Each scale-up threshold crossed now, as (description, observed / threshold)."""
     breaches: list[tuple[str, float]] = []
-    checks = (
+    checks: list[tuple[str, float | None, float, str]] = [
         ("queue depth", signals.mean_queue_depth, policy.up_queue_depth, ""),
         ("p99 latency", signals.p99_latency_ms, policy.up_p99_latency_ms, " ms"),
         ("GPU utilization", signals.mean_gpu_utilization, policy.up_gpu_utilization, " %"),
-    )
+    ]
+    if policy.up_queue_tokens > 0:  # 0: off
+        checks.append(("queued tokens", signals.mean_queue_tokens, policy.up_queue_tokens, ""))
     for name, observed, threshold, unit in checks:
         if observed is None or observed <= threshold:
             continue

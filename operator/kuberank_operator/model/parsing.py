@@ -160,6 +160,7 @@ def _parse_autoscaling(raw: Mapping[str, Any]) -> AutoscalingSpec:
             p99_latency_ms=_int(up, "p99LatencyMs", du.p99_latency_ms, uw),
             gpu_utilization=_int(up, "gpuUtilization", du.gpu_utilization, uw),
             for_seconds=_int(up, "forSeconds", du.for_seconds, uw),
+            queue_tokens=_int(up, "queueTokens", du.queue_tokens, uw),
         ),
         scale_down=ScaleDownSpec(
             gpu_utilization=_int(down, "gpuUtilization", dd.gpu_utilization, dw),

@@ -33,6 +33,7 @@ class ScalePolicy:
     up_for_s: float
     down_gpu_utilization: float
     down_for_s: float
+    up_queue_tokens: float = 0.0  # 0: off
 
     @property
     def scales(self) -> bool:
@@ -65,6 +66,7 @@ def scale_policy(autoscaling: AutoscalingSpec) -> ScalePolicy:
         up_for_s=float(up.for_seconds),
         down_gpu_utilization=float(down.gpu_utilization),
         down_for_s=float(down.for_seconds),
+        up_queue_tokens=float(up.queue_tokens),
     )
 
 

@@ -20,6 +20,7 @@ INFERENCE_METRICS_PORT = naming.INFERENCE_PORT
 SIDECAR_METRICS_PORT = naming.SIDECAR_PORT
 
 QUEUE_DEPTH = "kuberank_inference_queue_depth"
+QUEUE_TOKENS = "kuberank_inference_queue_tokens"
 PAIRS_IN_FLIGHT = "kuberank_inference_pairs_in_flight"
 REQUEST_DURATION_BUCKET = "kuberank_inference_request_duration_seconds_bucket"
 PAIRS_TOTAL = "kuberank_inference_pairs_total"
@@ -35,7 +36,7 @@ TUNING_STATE = "kuberank_gpu_tuning_state"
 # A pod's tuning state is the worst of its GPUs', in the sidecar's own order (tuning._overall).
 TUNING_SEVERITY = ("failed", "denied", "refused", "pending", "applied", "restored", "disabled")
 _INFERENCE_GAUGES = frozenset(
-    {QUEUE_DEPTH, PAIRS_IN_FLIGHT, CUDA_OOM_TOTAL, PAIRS_TOTAL, TOKEN_BUDGET, READY}
+    {QUEUE_DEPTH, QUEUE_TOKENS, PAIRS_IN_FLIGHT, CUDA_OOM_TOTAL, PAIRS_TOTAL, TOKEN_BUDGET, READY}
 )
 
 
@@ -55,6 +56,8 @@ class InferenceReading:
     cuda_oom_total: float | None
     pairs_total: float | None
     token_budget: float | None
+    # Absent from servers older than the series (None: unknown).
+    queue_tokens: float | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class PodSignals:
     ready: bool | None
     pairs_total: float | None
     token_budget: float | None
+    queue_tokens: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ class FleetSignals:
     mean_gpu_utilization: float | None
     # Every expected pod reported queue depth and GPU utilization: only then may it scale down.
     complete: bool
+    mean_queue_tokens: float | None = None
 
 
 def _samples(text: str) -> Iterable[tuple[str, Mapping[str, str], float]]:
@@ -154,6 +159,7 @@ def parse_inference_metrics(text: str) -> InferenceReading:
         cuda_oom_total=sums.get(CUDA_OOM_TOTAL),
         pairs_total=sums.get(PAIRS_TOTAL),
         token_budget=sums.get(TOKEN_BUDGET),
+        queue_tokens=sums.get(QUEUE_TOKENS),
     )
 
 
@@ -308,12 +314,14 @@ def pod_signals(
         ready=inference.ready if inference is not None else None,
         pairs_total=inference.pairs_total if inference is not None else None,
         token_budget=inference.token_budget if inference is not None else None,
+        queue_tokens=inference.queue_tokens if inference is not None else None,
     )
 
 
 def fleet_signals(pods: Sequence[PodSignals], *, pods_expected: int) -> FleetSignals:
     """Combine pod signals; p99 is computed over the summed buckets, as PromQL `sum by (le)`."""
     queues = [p.queue_depth for p in pods if p.queue_depth is not None]
+    tokens = [p.queue_tokens for p in pods if p.queue_tokens is not None]
     utils = [p.gpu_utilization for p in pods if p.gpu_utilization is not None]
     summed: dict[float, float] = {}
     for p in pods:
@@ -333,4 +341,5 @@ def fleet_signals(pods: Sequence[PodSignals], *, pods_expected: int) -> FleetSig
         p99_latency_ms=None if p99 is None else p99 * 1000.0,
         mean_gpu_utilization=sum(utils) / len(utils) if utils else None,
         complete=complete,
+        mean_queue_tokens=sum(tokens) / len(tokens) if tokens else None,
     )

@@ -102,6 +102,7 @@ class ScaleUpSpec:
     p99_latency_ms: int = 500
     gpu_utilization: int = 85
     for_seconds: int = 60
+    queue_tokens: int = 0  # 0: off
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,26 @@ async def test_concurrent_requests_share_batches(
     assert mixed, runner.batches
 
 
+async def test_work_waiting_and_running_is_exported_in_tokens(
+    started: tuple[BatchEngine, FakeRunner, InferenceMetrics],
+) -> None:
+    engine, runner, metrics = started
+    runner.gate.clear()  # hold the first batch (one text of 5 tokens) on the device
+    first = asyncio.create_task(engine.run(PairsInput("q", texts(1, prefix="a"), False)))
+    await asyncio.to_thread(runner.reading_back.wait, 10)
+    assert sample(metrics, "kuberank_inference_running_tokens") == 5
+    rest = [
+        asyncio.create_task(engine.run(PairsInput("q", texts(2, prefix=p), False)))
+        for p in ("b", "c", "d")
+    ]
+    await until(lambda: sample(metrics, "kuberank_inference_queue_tokens") == 6 * 5)
+    assert sample(metrics, "kuberank_inference_queue_depth") == 6
+    runner.gate.set()
+    await asyncio.gather(first, *rest)
+    assert sample(metrics, "kuberank_inference_queue_tokens") == 0
+    assert sample(metrics, "kuberank_inference_running_tokens") == 0
+
+
 async def test_over_the_pair_limit_is_rejected_at_once() -> None:
     runner = FakeRunner()
     runner.gate.clear()

@@ -64,3 +64,10 @@ def test_model_id_is_required() -> None:
 def test_image_reference_uses_at_for_digests() -> None:
     assert ImageSpec(repository="r/k", tag="1.2").reference == "r/k:1.2"
     assert ImageSpec(repository="r/k", tag="sha256:abc").reference == "r/k@sha256:abc"
+
+
+def test_queue_tokens_threshold_is_off_unless_set() -> None:
+    assert parse_spec(minimal_spec()).autoscaling.scale_up.queue_tokens == 0
+    spec = parse_spec(minimal_spec(autoscaling={"scaleUp": {"queueTokens": 65536}}))
+    assert spec.autoscaling.scale_up.queue_tokens == 65536
+    assert spec.autoscaling.scale_up.queue_depth == 512

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -208,3 +209,47 @@ def test_alert_steps_respect_cooldown_so_repeats_change_nothing() -> None:
         policy=POLICY, direction="down", replicas=1, memory=ScaleMemory(), now=0, reason="alert"
     )
     assert at_min is None
+
+
+def tokens(value: float | None, *, queue: float = 0) -> FleetSignals:
+    return FleetSignals(
+        pods_expected=2,
+        pods=(),
+        mean_queue_depth=queue,
+        p99_latency_ms=None,
+        mean_gpu_utilization=50,
+        complete=True,
+        mean_queue_tokens=value,
+    )
+
+
+def test_queued_tokens_do_not_scale_while_the_threshold_is_off() -> None:
+    assert POLICY.up_queue_tokens == 0
+    assert run([tokens(1_000_000)] * 10) == []
+
+
+def test_queued_tokens_over_the_threshold_scale_up_proportionally() -> None:
+    policy = dataclasses.replace(POLICY, up_queue_tokens=4096)
+    # Few pairs but long ones: the queue depth (10 < 100) alone would not scale.
+    assert run([tokens(6144, queue=10)] * 10, policy=policy) == [(30, 3)]
+    decision, _ = plan_scale(
+        policy=policy,
+        signals=tokens(6144),
+        replicas=2,
+        memory=ScaleMemory(up_since=0),
+        now=30,
+    )
+    assert decision is not None
+    assert "queued tokens 6144 > 4096" in decision.reason
+
+
+def test_queued_tokens_unknown_or_under_the_threshold_do_not_scale() -> None:
+    policy = dataclasses.replace(POLICY, up_queue_tokens=4096)
+    assert run([tokens(None)] * 10, policy=policy) == []
+    assert run([tokens(4096)] * 10, policy=policy) == []
+
+
+def test_scale_policy_carries_the_queue_tokens_threshold() -> None:
+    spec = AutoscalingSpec(mode="builtin", scale_up=ScaleUpSpec(queue_tokens=8192))
+    assert scale_policy(spec).up_queue_tokens == 8192
+    assert scale_policy(AutoscalingSpec()).up_queue_tokens == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -39,6 +40,7 @@ class InferenceMetrics:
         self.oom = Counter("kuberank_cuda_oom_total", "o", registry=self.registry)
         self.pairs = Counter("kuberank_inference_pairs_total", "p", registry=self.registry)
         self.budget = Gauge("kuberank_inference_token_budget", "b", registry=self.registry)
+        self.tokens = Gauge("kuberank_inference_queue_tokens", "t", registry=self.registry)
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -217,3 +219,27 @@ def test_fleet_p99_uses_summed_buckets_and_completeness_needs_every_pod() -> Non
     # 100 requests, 99 under 100 ms: p99 is at the top of the first bucket.
     assert fleet.p99_latency_ms == pytest.approx(100.0)
     assert not fleet_signals([fast], pods_expected=2).complete
+
+
+def test_queued_tokens_are_read_and_absent_ones_are_unknown() -> None:
+    m = InferenceMetrics()
+    m.tokens.set(12_288)
+    assert parse_inference_metrics(m.text()).queue_tokens == 12_288
+    # A server older than the series: unknown, never zero.
+    assert parse_inference_metrics("kuberank_inference_queue_depth 3\n").queue_tokens is None
+
+
+def test_fleet_queued_tokens_are_the_mean_of_the_pods_that_report_them() -> None:
+    def one(pod: str, queued: float | None) -> PodScrape:
+        scrape = _scrape(0)
+        assert scrape.inference is not None
+        reading = dataclasses.replace(scrape.inference, queue_tokens=queued)
+        return dataclasses.replace(scrape, pod=pod, inference=reading)
+
+    pods = [
+        pod_signals([one(name, queued)], now=0, window_s=60, vram_safety_margin=0.1)
+        for name, queued in (("a", 1000.0), ("b", 3000.0), ("c", None))
+    ]
+    assert [p.queue_tokens for p in pods] == [1000, 3000, None]
+    assert fleet_signals(pods, pods_expected=3).mean_queue_tokens == 2000
+    assert fleet_signals(pods[2:], pods_expected=1).mean_queue_tokens is None
