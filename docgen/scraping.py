@@ -43,9 +43,15 @@ def _get(url: str) -> str:
         return str(answer.read().decode())
 
 
+# The collectors running.py registers at start-up are registered here over an empty world, so
+# their families (with no samples, or zeros) are listed too.
 _OPERATOR_EXPOSITION = (
     "import sys; from prometheus_client import generate_latest; "
     "from kuberank_operator.telemetry import metrics; "
+    "from kuberank_operator.telemetry.resourcestates import ResourceStateCollector; "
+    "metrics.REGISTRY.register(metrics.QueueCollector(lambda: (0, 0, 0))); "
+    "metrics.REGISTRY.register(metrics.StateCollector(dict)); "
+    "metrics.REGISTRY.register(ResourceStateCollector(tuple)); "
     "sys.stdout.write(generate_latest(metrics.REGISTRY).decode())"
 )
 

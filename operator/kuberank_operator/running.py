@@ -37,6 +37,7 @@ from kuberank_operator.reconcile.tuningwatch import TuningWatch
 from kuberank_operator.rendering.children import RenderOptions
 from kuberank_operator.settings import OperatorConfig
 from kuberank_operator.telemetry.metrics import REGISTRY, QueueCollector, StateCollector
+from kuberank_operator.telemetry.resourcestates import ResourceStateCollector, WatchedResource
 from kuberank_operator.telemetry.serving import OpsServer
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,15 @@ def state_counts(world: World) -> dict[str, int]:
     return dict(counts)
 
 
+def resource_states(world: World) -> list[WatchedResource]:
+    states = []
+    for key in world.rrd_keys():
+        view = world.rrd(key)
+        if view is not None:
+            states.append(WatchedResource(view, world.children(key).get("Deployment")))
+    return states
+
+
 async def start(
     *, runtime: Runtime, settings: kopf.OperatorSettings, indices: Mapping[str, Any]
 ) -> None:
@@ -120,6 +130,7 @@ async def start(
     runtime.collectors = (
         QueueCollector(lambda: (len(queue), queue.processing, queue.scheduled)),
         StateCollector(lambda: state_counts(world)),
+        ResourceStateCollector(lambda: resource_states(world)),
     )
     for collector in runtime.collectors:
         REGISTRY.register(collector)
