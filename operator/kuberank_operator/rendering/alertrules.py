@@ -30,6 +30,7 @@ from kuberank_operator.model.signals import (
     GPU_UTIL,
     GR_ENGINE_ACTIVE,
     QUEUE_DEPTH,
+    QUEUE_TOKENS,
     READY,
     REQUEST_DURATION_BUCKET,
     XID_ERRORS,
@@ -67,6 +68,7 @@ class AlertThresholds:
     stuck_s: float
     # Range of rate() over the latency histogram: four scrape intervals.
     rate_window_s: float
+    queue_tokens: float = 0.0  # 0: no KuberankQueueTokensBacklog rule
 
 
 def thresholds_from_policies(
@@ -84,6 +86,7 @@ def thresholds_from_policies(
         oom_window_s=oom.window_s,
         stuck_s=oom.stuck_s,
         rate_window_s=max(4 * interval_s, 4.0),
+        queue_tokens=scale.up_queue_tokens,
     )
 
 
@@ -126,6 +129,24 @@ class _Alert:
     description: str
 
 
+def _backlog(
+    t: AlertThresholds, *, name: str, series: str, threshold: float, what: str, sel: str, where: str
+) -> _Alert:
+    """A queue held over a scale-up threshold: pairs (queueDepth) or tokens (queueTokens)."""
+    return _Alert(
+        name=name,
+        action="scale-up",
+        severity="warning",
+        expr=f"avg by ({GROUP_BY}) ({series}{sel}) > {_num(threshold)}",
+        for_s=t.up_for_s,
+        summary=f"{what.capitalize()} queue up in {where}",
+        description=(
+            f'On average {{{{ $value | printf "%.0f" }}}} {what} wait per pod, above '
+            f"{_num(threshold)} for {duration(t.up_for_s)}. The operator adds a pod."
+        ),
+    )
+
+
 def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
     sel = _selector(matchers)
     by = f"by ({GROUP_BY})"
@@ -133,19 +154,18 @@ def _alerts(t: AlertThresholds, matchers: Mapping[str, str]) -> list[_Alert]:
     util = f"({GPU_UTIL}{sel} or ({GR_ENGINE_ACTIVE}{sel} * 100))"
     xid_matches = " or ".join(f"({XID_ERRORS}{sel} == {xid})" for xid in sorted(CRITICAL_XIDS))
     where = "{{ $labels.namespace }}/{{ $labels.rerankerdeployment }}"
+    # queueTokens is 0 (off) unless set; queueDepth is at least 1
+    queues = (
+        ("KuberankQueueBacklog", QUEUE_DEPTH, t.queue_depth, "pairs"),
+        ("KuberankQueueTokensBacklog", QUEUE_TOKENS, t.queue_tokens, "tokens"),
+    )
+    backlogs = [
+        _backlog(t, name=name, series=series, threshold=limit, what=what, sel=sel, where=where)
+        for name, series, limit, what in queues
+        if limit > 0
+    ]
     return [
-        _Alert(
-            name="KuberankQueueBacklog",
-            action="scale-up",
-            severity="warning",
-            expr=f"avg {by} ({QUEUE_DEPTH}{sel}) > {_num(t.queue_depth)}",
-            for_s=t.up_for_s,
-            summary=f"Pairs queue up in {where}",
-            description=(
-                'On average {{ $value | printf "%.0f" }} pairs wait per pod, above '
-                f"{_num(t.queue_depth)} for {duration(t.up_for_s)}. The operator adds a pod."
-            ),
-        ),
+        *backlogs,
         _Alert(
             name="KuberankLatencyHigh",
             action="scale-up",

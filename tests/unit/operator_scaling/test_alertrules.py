@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 from kuberank_operator.model import naming
+from kuberank_operator.model.policies import oom_policy, scale_policy
+from kuberank_operator.model.specs import AutoscalingSpec, OomSpec, ScaleUpSpec
 from kuberank_operator.rendering.alertrules import (
     ACTION_LABEL,
     ALERT_NAMES,
@@ -20,6 +23,7 @@ from kuberank_operator.rendering.alertrules import (
     render_rule_groups,
     render_rules_file,
     runbook_slug,
+    thresholds_from_policies,
 )
 from kuberank_operator.rendering.monitoring import http_sd_groups, render_pod_monitor
 
@@ -162,6 +166,11 @@ def test_promtool_unit_tests_of_the_rules_file_pass() -> None:
 @pytest.mark.prometheus
 def test_promtool_accepts_a_rendered_prometheus_rule(tmp_path: Path) -> None:
     rule = render_prometheus_rule(owner=OWNER, thresholds=FAST, labels={})
+    assert "SUCCESS: 6 rules found" in _check_rules(rule, tmp_path)
+
+
+def _check_rules(rule: dict[str, Any], tmp_path: Path) -> str:
+    """promtool's report on a PrometheusRule's groups; fails the test when it refuses them."""
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
     result = subprocess.run(
@@ -172,4 +181,33 @@ def test_promtool_accepts_a_rendered_prometheus_rule(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    return result.stdout
+
+
+def test_the_queue_tokens_rule_is_rendered_only_where_the_threshold_is_set(
+    tmp_path: Path,
+) -> None:
+    assert "KuberankQueueTokensBacklog" not in ALERT_NAMES
+    tokens = dataclasses.replace(FAST, queue_tokens=32768)
+    rule = render_prometheus_rule(owner=OWNER, thresholds=tokens, labels={})
+    rules = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    backlog = rules["KuberankQueueTokensBacklog"]
+    assert backlog["expr"] == (
+        "avg by (namespace, rerankerdeployment) "
+        '(kuberank_inference_queue_tokens{namespace="search",rerankerdeployment="bge"}) > 32768'
+    )
+    assert backlog["for"] == "5s"
+    assert backlog["labels"][ACTION_LABEL] == "scale-up"
+    page = RUNBOOKS / f"{runbook_slug('KuberankQueueTokensBacklog')}.md"
+    assert page.read_text().startswith("# KuberankQueueTokensBacklog\n")
+    assert backlog["annotations"]["runbook_url"].endswith(f"/docs/runbooks/{page.name}")
+    assert "SUCCESS: 7 rules found" in _check_rules(rule, tmp_path)
+
+
+def test_the_queue_tokens_threshold_comes_from_the_spec() -> None:
+    spec = AutoscalingSpec(scale_up=ScaleUpSpec(queue_tokens=4096))
+    thresholds = thresholds_from_policies(
+        scale=scale_policy(spec), oom=oom_policy(OomSpec()), interval_s=15
+    )
+    assert thresholds.queue_tokens == 4096
+    assert DEFAULT_THRESHOLDS.queue_tokens == 0
