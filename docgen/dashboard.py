@@ -11,6 +11,8 @@ DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # Every query filters on these variables. `rerankerdeployment` is the label kuberank's
 # PodMonitors add; the ".*" of "All" also matches series without it (plain Prometheus).
 SEL = 'namespace=~"$namespace", rerankerdeployment=~"$rerankerdeployment", pod=~"$pod"'
+# The operator's per-resource series have no inference pod to select.
+RRD_SEL = 'namespace=~"$namespace", rerankerdeployment=~"$rerankerdeployment"'
 RATE = "$__rate_interval"
 # Engine activity: GPM's DCGM_FI_PROF_GR_ENGINE_ACTIVE (Hopper and newer, per MIG slice too), else
 # NVML utilization, which reads near 100 % whenever any kernel runs.
@@ -484,7 +486,27 @@ def _replicas(layout: Layout) -> None:
             [Target(f"sum by (namespace) (kuberank_inference_ready{{{SEL}}})", "{{namespace}}")],
             unit="none",
         ),
-        width=24,
+        width=12,
+        height=8,
+    )
+    state = "kuberank_operator_rerankerdeployment"
+    layout.add(
+        timeseries(
+            "Desired, ready and available replicas",
+            "From the operator's state metrics (no kube-state-metrics needed): spec.replicas as "
+            "the autoscaler set it, pods reporting ready, and pods its Deployment counts as "
+            "available.",
+            [
+                Target(f"sum by (rerankerdeployment) ({state}_{name}{{{RRD_SEL}}})", legend)
+                for name, legend in (
+                    ("spec_replicas", "desired {{rerankerdeployment}}"),
+                    ("status_replicas_ready", "ready {{rerankerdeployment}}"),
+                    ("status_replicas_available", "available {{rerankerdeployment}}"),
+                )
+            ],
+            unit="none",
+        ),
+        width=12,
         height=8,
     )
 

@@ -362,7 +362,13 @@ def test_pod_monitor_scrapes_the_operator_port(render: Render) -> None:
     selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
     assert monitor["spec"]["selector"]["matchLabels"] == selector
     assert monitor["spec"]["podMetricsEndpoints"] == [
-        {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}
+        {
+            "port": "http",
+            "path": "/metrics",
+            "honorLabels": True,
+            "interval": "15s",
+            "scrapeTimeout": "10s",
+        }
     ]
 
 
