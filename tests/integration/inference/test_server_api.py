@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from kuberank_operator.model.signals import parse_inference_metrics
 from tests.integration.inference.conftest import Serve
 
 QUERY = "What is the capital of France?"
@@ -280,6 +281,17 @@ async def test_metrics_cover_the_contract(serve: Serve, cross_runner: Any) -> No
     }
     for name, value in expected.items():
         assert metric(text, name) == value, name
+
+
+async def test_the_operator_reads_the_tokens_queued_from_the_scrape(
+    serve: Serve, cross_runner: Any
+) -> None:
+    client = await serve(cross_runner)
+    await client.post("/rerank", json={"query": "q", "texts": ["a", "b", "c"]})
+    text = await (await client.get("/metrics")).text()
+    # idle after the request: nothing waits or runs, and the operator reads 0, not unknown
+    assert metric(text, "kuberank_inference_running_tokens") == 0
+    assert parse_inference_metrics(text).queue_tokens == 0
 
 
 async def test_injected_oom_is_retried_and_counted(serve: Serve, cross_runner: Any) -> None:
