@@ -53,6 +53,11 @@ class ScaleDecision:
         return "up" if self.to_replicas > self.from_replicas else "down"
 
 
+def _shown(value: float, digits: int) -> str:
+    """`digits` significant digits, but whole numbers of tokens never as 1.229e+04."""
+    return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
+
+
 def scale_up_breaches(policy: ScalePolicy, signals: FleetSignals) -> list[tuple[str, float]]:
     """Each scale-up threshold crossed now, as (description, observed / threshold)."""
     breaches: list[tuple[str, float]] = []
@@ -67,7 +72,8 @@ def scale_up_breaches(policy: ScalePolicy, signals: FleetSignals) -> list[tuple[
         if observed is None or observed <= threshold:
             continue
         ratio = observed / threshold if threshold > 0 else float(MAX_SCALE_UP_FACTOR)
-        breaches.append((f"{name} {observed:.4g}{unit} > {threshold:g}{unit}", ratio))
+        text = f"{name} {_shown(observed, 4)}{unit} > {_shown(threshold, 6)}{unit}"
+        breaches.append((text, ratio))
     return breaches
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from kuberank_operator.autoscaling.evaluator import DeploymentEvaluator, Evaluation
@@ -189,3 +190,36 @@ def test_scraped_pods_skips_pods_without_ip_or_going_away() -> None:
     pending = PodSummary(**{**base.__dict__, "name": "p", "phase": "Pending", "ip": ""})
     leaving = PodSummary(**{**base.__dict__, "name": "l", "deleting": True})
     assert [p.name for p in scraped_pods([base, pending, leaving])] == ["a"]
+
+
+def test_queued_tokens_held_across_evaluations_scale_up_where_the_threshold_is_set() -> None:
+    policy = dataclasses.replace(SCALE, up_queue_tokens=8192)
+    evaluator = DeploymentEvaluator()
+    pods = [summary("a"), summary("b")]
+    decisions = []
+    for t in range(0, 40, 5):
+        # few pairs (under queueDepth 10) but long ones: 12,288 tokens per pod on average
+        scrapes = [
+            dataclasses.replace(s, inference=dataclasses.replace(s.inference, queue_tokens=q))
+            for s, q in ((scrape("a", t, queue=4), 16384.0), (scrape("b", t, queue=2), 8192.0))
+            if s.inference is not None
+        ]
+        evaluator.record(scrapes, keep_s=120, now=t)
+        ev = evaluator.evaluate(
+            pods=pods,
+            scale_policy=policy,
+            oom_policy=OOM,
+            replicas=2,
+            max_unavailable=1,
+            restart_times=[],
+            vram_margin=0.1,
+            interval_s=5,
+            now=t,
+        )
+        assert ev.signals.mean_queue_tokens == 12288
+        if ev.scale is not None:
+            decisions.append((t, ev.scale.to_replicas, ev.scale.reason))
+    assert len(decisions) == 1
+    t, to, reason = decisions[0]
+    assert (t, to) == (10, 3)
+    assert "queued tokens 12288 > 8192" in reason

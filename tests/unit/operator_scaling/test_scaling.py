@@ -223,6 +223,15 @@ def tokens(value: float | None, *, queue: float = 0) -> FleetSignals:
     )
 
 
+def scale_up_reason(policy: ScalePolicy, signals: FleetSignals) -> str:
+    """The reason of the scale-up of 2 replicas after the threshold held 30 s."""
+    decision, _ = plan_scale(
+        policy=policy, signals=signals, replicas=2, memory=ScaleMemory(up_since=0), now=30
+    )
+    assert decision is not None
+    return decision.reason
+
+
 def test_queued_tokens_do_not_scale_while_the_threshold_is_off() -> None:
     assert POLICY.up_queue_tokens == 0
     assert run([tokens(1_000_000)] * 10) == []
@@ -232,15 +241,7 @@ def test_queued_tokens_over_the_threshold_scale_up_proportionally() -> None:
     policy = dataclasses.replace(POLICY, up_queue_tokens=4096)
     # Few pairs but long ones: the queue depth (10 < 100) alone would not scale.
     assert run([tokens(6144, queue=10)] * 10, policy=policy) == [(30, 3)]
-    decision, _ = plan_scale(
-        policy=policy,
-        signals=tokens(6144),
-        replicas=2,
-        memory=ScaleMemory(up_since=0),
-        now=30,
-    )
-    assert decision is not None
-    assert "queued tokens 6144 > 4096" in decision.reason
+    assert "queued tokens 6144 > 4096" in scale_up_reason(policy, tokens(6144))
 
 
 def test_queued_tokens_unknown_or_under_the_threshold_do_not_scale() -> None:
@@ -253,3 +254,8 @@ def test_scale_policy_carries_the_queue_tokens_threshold() -> None:
     spec = AutoscalingSpec(mode="builtin", scale_up=ScaleUpSpec(queue_tokens=8192))
     assert scale_policy(spec).up_queue_tokens == 8192
     assert scale_policy(AutoscalingSpec()).up_queue_tokens == 0
+
+
+def test_large_token_counts_are_written_in_full_in_the_reason() -> None:
+    policy = dataclasses.replace(POLICY, up_queue_tokens=1_048_576)
+    assert "queued tokens 2500000 > 1048576" in scale_up_reason(policy, tokens(2_500_000))
