@@ -16,6 +16,7 @@ from kuberank_operator.autoscaling.loop import Autoscaler, AutoscalerOptions
 from kuberank_operator.autoscaling.monitoring import MonitoringSync
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import KubeApi
+from kuberank_operator.model import naming
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
 from kuberank_operator.model.signals import INFERENCE_METRICS_PORT, SIDECAR_METRICS_PORT
@@ -49,13 +50,11 @@ class Responders:
 
 def secret_ref(value: str) -> tuple[str, str]:
     """NAMESPACE/NAME of the token Secret, as --alert-webhook-token-secret gives it."""
-    namespace, _, name = value.partition("/")
-    if not namespace or not name or "/" in name:
-        raise ValueError(
-            f"--alert-webhook-token-secret is {value!r}; give it as NAMESPACE/NAME "
-            "(a Secret with the bearer token under --alert-webhook-token-key)"
-        )
-    return namespace, name
+    return naming.namespaced_ref(
+        value,
+        flag="--alert-webhook-token-secret",
+        hint="a Secret with the bearer token under --alert-webhook-token-key",
+    )
 
 
 async def start_responders(

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from kuberank_operator.model import naming
 from kuberank_operator.model.admission import AdmissionPolicy
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,11 @@ def configmap_ref(value: str) -> tuple[str, str] | None:
     """NAMESPACE/NAME as --admission-configmap gives it; None for the empty value."""
     if not value:
         return None
-    namespace, sep, name = value.partition("/")
-    if not sep or not namespace or not name or "/" in name:
-        raise ValueError(
-            f"--admission-configmap is {value!r}; give it as NAMESPACE/NAME (the chart's "
-            "<release>-admission ConfigMap), or leave it empty for the built-in rules"
-        )
-    return namespace, name
+    return naming.namespaced_ref(
+        value,
+        flag="--admission-configmap",
+        hint="the chart's <release>-admission ConfigMap; empty uses the built-in rules",
+    )
 
 
 class AdmissionSource:

@@ -111,3 +111,11 @@ def service_name(name: str) -> str:
 
 def pdb_name(name: str) -> str:
     return name
+
+
+def namespaced_ref(value: str, *, flag: str, hint: str) -> tuple[str, str]:
+    """(namespace, name) of a flag's NAMESPACE/NAME; a ValueError naming the flag otherwise."""
+    namespace, _, name = value.partition("/")
+    if not namespace or not name or "/" in name:
+        raise ValueError(f"{flag} is {value!r}; give it as NAMESPACE/NAME ({hint})")
+    return namespace, name
