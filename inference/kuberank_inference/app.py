@@ -8,6 +8,7 @@ import dataclasses
 import gc
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -15,9 +16,18 @@ from aiohttp import web
 
 from kuberank_inference import handshake
 from kuberank_inference.config import ServerConfig, read_api_token
+from kuberank_inference.cpuquota import default_tokenization_workers, read_cpu_budget
 from kuberank_inference.engine.batching import BatchEngine, EngineSettings
+from kuberank_inference.engine.calibration import (
+    CalibrationReport,
+    MeasureLimits,
+    Setting,
+    calibrate,
+    not_calibrated,
+    plan_grid,
+)
 from kuberank_inference.engine.contracts import ModelRunner
-from kuberank_inference.engine.fitting import StartupMemoryError, fit_token_budget
+from kuberank_inference.engine.fitting import BudgetInForce, StartupMemoryError, fit_token_budget
 from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
@@ -49,12 +59,16 @@ class ServableModel(ModelRunner, Protocol):
 ModelLoader = Callable[[], ServableModel]
 
 
-def engine_settings(config: ServerConfig) -> EngineSettings:
+def engine_settings(config: ServerConfig, *, cpus: int | None = None) -> EngineSettings:
+    """The engine's settings; tokenizer threads 0 means one per CPU of the container's quota."""
+    workers = config.tokenization_workers or default_tokenization_workers(
+        read_cpu_budget() if cpus is None else cpus
+    )
     return EngineSettings(
         max_batch_tokens=config.max_batch_tokens,
         max_batch_requests=config.max_batch_requests,
         max_concurrent_pairs=config.max_concurrent_pairs,
-        tokenization_workers=config.tokenization_workers,
+        tokenization_workers=workers,
         oom_recovery_seconds=config.oom_recovery_seconds,
         batches_in_flight=config.batches_in_flight,
     )
@@ -77,6 +91,7 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
             "max_client_batch_size": config.max_client_batch_size,
             "payload_limit": config.payload_limit,
             "tokenization_workers": settings.tokenization_workers,
+            "batches_in_flight": settings.batches_in_flight,
             "vram_safety_margin": config.vram_safety_margin,
             "auth": config.api_token is not None or config.api_token_file is not None,
         },
@@ -123,16 +138,70 @@ async def _bring_up(
             model = state.faults = OomInjection(model)
         info = model.info
         _warn_below_one_sequence(settings.max_batch_tokens, info.max_input_length)
+        grid = (
+            plan_grid(
+                budgets=config.calibration_budgets,
+                batches_in_flight=config.calibration_batches_in_flight,
+                fixed_budget=config.fixed_max_batch_tokens,
+                fixed_batches_in_flight=config.fixed_batches_in_flight,
+                floor=info.max_input_length,
+            )
+            if config.calibrates()
+            else None
+        )
         budget = await asyncio.to_thread(
             fit_token_budget,
             model,
-            configured=settings.max_batch_tokens,
+            configured=max(grid.budgets) if grid else settings.max_batch_tokens,
             safety_margin=config.vram_safety_margin,
-            batches_in_flight=settings.batches_in_flight,
+            batches_in_flight=min(grid.batches_in_flight) if grid else settings.batches_in_flight,
         )
-        fitted = dataclasses.replace(settings, max_batch_tokens=budget.token_budget)
+        configured = Setting(settings.max_batch_tokens, settings.batches_in_flight)
+        if grid is None:
+            report = not_calibrated(
+                setting=Setting(budget.token_budget, settings.batches_in_flight),
+                device_name=info.device_name,
+                state="off" if not config.calibrates() else "fixed",
+                reason=(
+                    "calibration off (--calibration off, or auto on CPU)"
+                    if not config.calibrates()
+                    else "--max-batch-tokens and --batches-in-flight are both given"
+                ),
+            )
+        else:
+            report = await asyncio.to_thread(
+                calibrate,
+                model,
+                grid=grid,
+                fits=lambda point: budget.fits(
+                    tokens=point.max_batch_tokens, batches_in_flight=point.batches_in_flight
+                ),
+                limits=MeasureLimits(
+                    seconds=config.calibration_seconds,
+                    max_batch_requests=settings.max_batch_requests,
+                ),
+                tolerance=config.calibration_tolerance,
+                fallback=Setting(
+                    min(budget.token_budget, configured.max_batch_tokens),
+                    configured.batches_in_flight,
+                ),
+                clock=time.perf_counter,
+            )
+            budget = _calibrated_budget(budget, report)
+        chosen = report.choice.setting
+        fitted = dataclasses.replace(
+            settings,
+            max_batch_tokens=budget.token_budget,
+            batches_in_flight=chosen.batches_in_flight,
+        )
         engine = BatchEngine(runner=model, settings=fitted, metrics=state.metrics)
         state.budget = budget
+        state.calibration = report
+        state.limits_info.update(
+            max_batch_tokens=engine.token_budget_ceiling,
+            batches_in_flight=fitted.batches_in_flight,
+        )
+        state.metrics.record_calibration(report)
         state.metrics.record_budget(
             ceiling=engine.token_budget_ceiling,
             reason=budget.reason,
@@ -169,13 +238,24 @@ async def _bring_up(
     state.ready = True
     state.metrics.ready.set(1)
     log.info(
-        "ready: %s (%s) on %s as %s, attention %s, token budget %d",
+        "ready: %s (%s) on %s as %s, attention %s, token budget %d, %d batches in flight",
         info.model_id,
         info.task,
         info.device,
         info.dtype,
         info.attention,
         engine.token_budget_ceiling,
+        fitted.batches_in_flight,
+    )
+
+
+def _calibrated_budget(budget: BudgetInForce, report: CalibrationReport) -> BudgetInForce:
+    """The fitted budget with the calibration's choice in force (never above what fitted)."""
+    if report.state != "calibrated":
+        tokens = min(budget.token_budget, report.choice.setting.max_batch_tokens)
+        return dataclasses.replace(budget, token_budget=tokens)
+    return dataclasses.replace(
+        budget, token_budget=report.choice.setting.max_batch_tokens, reason="calibrated"
     )
 
 

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
+    NoDecode,
     SettingsConfigDict,
 )
 
@@ -27,7 +28,6 @@ DEFAULT_HANDSHAKE = "/var/run/kuberank/device.json"
 ENV_PREFIX = "KUBERANK_"
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
-_CPUS = os.cpu_count() or 2
 
 
 def _switch(value: object) -> object:
@@ -71,7 +71,36 @@ def _port(value: int) -> int:
     return value
 
 
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 0.5:
+        raise ValueError(f"must be a fraction in [0, 0.5] (0.03 is 3%), got {value}")
+    return value
+
+
+def _int_list(value: object) -> object:
+    """A comma-separated list from a flag or variable ("8192,16384"), or a sequence as given."""
+    if isinstance(value, str):
+        words = [word.strip() for word in value.split(",") if word.strip()]
+        try:
+            return tuple(int(word) for word in words)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a comma-separated list of whole numbers, e.g. 8192,16384"
+            ) from None
+    return value
+
+
+def _positive_list(value: tuple[int, ...]) -> tuple[int, ...]:
+    if not value or any(number < 1 for number in value):
+        raise ValueError(f"must list one or more positive whole numbers, got {list(value)}")
+    return value
+
+
 Switch = Annotated[bool, BeforeValidator(_switch)]
+Fraction = Annotated[float, AfterValidator(_fraction)]
+PositiveList = Annotated[
+    tuple[int, ...], NoDecode, BeforeValidator(_int_list), AfterValidator(_positive_list)
+]
 PositiveInt = Annotated[int, AfterValidator(_positive_int)]
 NonNegativeInt = Annotated[int, AfterValidator(_non_negative_int)]
 PositiveFloat = Annotated[float, AfterValidator(_positive_float)]
@@ -118,7 +147,8 @@ class ServerConfig(BaseSettings):
         2,
         description="batches launched on the device before the oldest is read back: 2 overlaps "
         "the next batch's preparation with the current forward; more hides longer host round "
-        "trips (each holds its activations in device memory)",
+        "trips (each holds its activations in device memory). Chosen by the calibration when "
+        "it runs and this flag is not given",
     )
     fused_gelu: Switch = Field(
         True,
@@ -135,7 +165,11 @@ class ServerConfig(BaseSettings):
     max_input_length: NonNegativeInt = Field(
         0, description="tokens per sequence (query and document together); 0 uses the model's limit"
     )
-    max_batch_tokens: PositiveInt = Field(16384, description="token budget of one batch")
+    max_batch_tokens: PositiveInt = Field(
+        16384,
+        description="token budget of one batch (capped by device memory at start-up); chosen "
+        "by the calibration when it runs and this flag is not given",
+    )
     max_batch_requests: PositiveInt = Field(
         512, description="most sequences (pairs or texts) in one batch"
     )
@@ -148,8 +182,37 @@ class ServerConfig(BaseSettings):
     payload_limit: PositiveInt = Field(
         2_000_000, description="largest request body in bytes; more gets 413"
     )
-    tokenization_workers: PositiveInt = Field(
-        max(1, min(8, _CPUS)), description="threads that tokenize requests off the event loop"
+    tokenization_workers: NonNegativeInt = Field(
+        0,
+        description="threads that tokenize requests off the event loop; 0 is one per CPU of "
+        "the container's CPU quota (cgroup cpu.max, else the CPUs it may run on), at most 8",
+    )
+    calibration: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="at start-up, measure pairs/s on a synthetic workload shaped like the "
+        "DESIGN one at each of --calibration-budgets x --calibration-batches-in-flight (what "
+        "fits in free memory under the safety margin) and run at the smallest setting within "
+        "--calibration-tolerance of the best; --max-batch-tokens or --batches-in-flight, when "
+        "given, fix their axis. auto is on for CUDA and off on CPU (CPU throughput hardly "
+        "depends on the budget, and measuring would take the node's cores for seconds)",
+    )
+    calibration_seconds: PositiveFloat = Field(
+        15.0,
+        description="time limit of the calibration's measurements (each setting gets an equal "
+        "share of what is left; settings not reached keep out of the choice)",
+    )
+    calibration_tolerance: Fraction = Field(
+        0.03,
+        description="the calibration keeps the smallest setting whose pairs/s is within this "
+        "fraction of the best measured (0 to 0.5)",
+    )
+    calibration_budgets: PositiveList = Field(
+        (8192, 16384, 32768, 65536),
+        description="token budgets the calibration tries, comma-separated",
+    )
+    calibration_batches_in_flight: PositiveList = Field(
+        (1, 2, 3),
+        description="batches in flight the calibration tries with each budget, comma-separated",
     )
     vram_safety_margin: Margin = Field(
         0.1, description="fraction of device memory the process never takes (0 to 0.5)"
@@ -187,6 +250,22 @@ class ServerConfig(BaseSettings):
     )
 
     @property
+    def fixed_max_batch_tokens(self) -> int | None:
+        """--max-batch-tokens when it was given (flag or variable): the calibration keeps it."""
+        return self.max_batch_tokens if "max_batch_tokens" in self.model_fields_set else None
+
+    @property
+    def fixed_batches_in_flight(self) -> int | None:
+        """--batches-in-flight when it was given: the calibration keeps it."""
+        return self.batches_in_flight if "batches_in_flight" in self.model_fields_set else None
+
+    def calibrates(self) -> bool:
+        """Whether the calibration runs: on, or auto on a CUDA device."""
+        if self.calibration == "auto":
+            return self.device.startswith("cuda")
+        return self.calibration == "on"
+
+    @property
     def device_handshake_file_explicit(self) -> bool:
         """The handshake path was asked for (flag or variable), so a missing folder is an error."""
         return "device_handshake_file" in self.model_fields_set
@@ -212,7 +291,10 @@ def env_name(field: str) -> str:
 
 
 def _help(field: str, info: FieldInfo) -> str:
-    default = "None" if info.default is None else str(info.default)
+    default = info.default
+    if isinstance(default, tuple):
+        default = ",".join(str(number) for number in default)
+    default = "None" if default is None else str(default)
     text = f"{info.description} [env {env_name(field)}] (default: {default})"
     return text.replace("%", "%%")
 

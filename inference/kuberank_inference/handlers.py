@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from kuberank_inference import payloads, reading, rendering
 from kuberank_inference.engine.batching import BatchEngine
+from kuberank_inference.engine.calibration import CalibrationReport
 from kuberank_inference.engine.contracts import ModelInfo, PairsInput, TextsInput
 from kuberank_inference.engine.fitting import BudgetInForce
 from kuberank_inference.failures import (
@@ -84,6 +85,7 @@ class ServerState:
     engine: BatchEngine | None = None
     faults: OomInjection | None = None
     budget: BudgetInForce | None = None
+    calibration: CalibrationReport | None = None
     ranker: Ranker | None = None
     info: ModelInfo | None = None
     ready: bool = False
@@ -348,6 +350,8 @@ class Handlers:
                 model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
             )
         body.update(self._budget_facts())
+        if state.calibration is not None:
+            body["calibration"] = state.calibration.as_json()
         body["ready"] = state.ready and not state.draining
         return web.json_response(body)
 

@@ -15,6 +15,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from kuberank_inference.engine.calibration import CalibrationReport
 from kuberank_inference.engine.contracts import DeviceMemory
 
 _LATENCY_BUCKETS = (
@@ -81,7 +82,8 @@ class _BudgetCollector(Collector):
             "kuberank_inference_token_budget_reason",
             "1 for why the budget in force is what it is: configured, device_memory (the "
             "share under --vram-safety-margin), free_memory (other processes hold the rest), "
-            "warm_up_oom (lowered after the warm-up ran out of memory).",
+            "warm_up_oom (lowered after the warm-up ran out of memory), calibrated (chosen by "
+            "the start-up calibration from what fitted).",
             labels=["reason"],
         )
         free = GaugeMetricFamily(
@@ -96,6 +98,58 @@ class _BudgetCollector(Collector):
         if self.free_bytes is not None:
             free.add_metric([], self.free_bytes)
         yield from (ceiling, reason, free)
+
+
+class _CalibrationCollector(Collector):
+    """The setting chosen at start-up by the calibration, its measured rate and the curve."""
+
+    def __init__(self) -> None:
+        self.report: CalibrationReport | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        report = self.report
+        tokens = GaugeMetricFamily(
+            "kuberank_inference_calibrated_max_batch_tokens",
+            "Token budget per batch the server runs with since start-up: chosen by the "
+            "calibration, or --max-batch-tokens (capped by device memory) when it did not run; "
+            "see kuberank_inference_calibration_info for which.",
+        )
+        depth = GaugeMetricFamily(
+            "kuberank_inference_calibrated_batches_in_flight",
+            "Batches in flight the server runs with since start-up: chosen by the calibration, "
+            "or --batches-in-flight when it did not run.",
+        )
+        rate = GaugeMetricFamily(
+            "kuberank_inference_calibrated_pairs_per_second",
+            "Pairs per second the calibration measured at the chosen setting on its synthetic "
+            "DESIGN-shaped workload (model only, no HTTP). Absent when it did not measure.",
+        )
+        curve = GaugeMetricFamily(
+            "kuberank_inference_calibration_pairs_per_second",
+            "Pairs per second the calibration measured at each setting it tried, by token "
+            "budget and batches in flight (settings not measured are absent).",
+            labels=["max_batch_tokens", "batches_in_flight"],
+        )
+        info = GaugeMetricFamily(
+            "kuberank_inference_calibration_info",
+            "1, labelled with the calibration's state (calibrated, fixed: both flags given, "
+            "off, nothing_measured) and the device's product name it ran on (cpu on CPU).",
+            labels=["state", "device_name"],
+        )
+        if report is not None:
+            setting = report.choice.setting
+            tokens.add_metric([], setting.max_batch_tokens)
+            depth.add_metric([], setting.batches_in_flight)
+            if report.choice.pairs_per_second is not None:
+                rate.add_metric([], report.choice.pairs_per_second)
+            for point in report.curve:
+                if point.pairs_per_second is not None:
+                    curve.add_metric(
+                        [str(point.setting.max_batch_tokens), str(point.setting.batches_in_flight)],
+                        point.pairs_per_second,
+                    )
+            info.add_metric([report.state, report.device_name], 1)
+        yield from (tokens, depth, rate, curve, info)
 
 
 class InferenceMetrics:
@@ -209,6 +263,11 @@ class InferenceMetrics:
 
         self._budget = _BudgetCollector()
         r.register(self._budget)
+        self._calibration = _CalibrationCollector()
+        r.register(self._calibration)
+
+    def record_calibration(self, report: CalibrationReport) -> None:
+        self._calibration.report = report
 
     def record_budget(self, *, ceiling: int, reason: str, free_bytes: int | None) -> None:
         self._budget.ceiling, self._budget.reason = ceiling, reason

@@ -6,10 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-BudgetReason = Literal["configured", "device_memory", "free_memory", "warm_up_oom"]
+BudgetReason = Literal["configured", "device_memory", "free_memory", "warm_up_oom", "calibrated"]
 """Why the budget in force is what it is: as configured; capped by the process's share of the
 device (1 - margin); capped by the memory free at start-up (other processes hold the rest);
-lowered again because the warm-up ran out of memory at the planned budget."""
+lowered again because the warm-up ran out of memory at the planned budget; chosen by the
+start-up calibration (engine/calibration.py) from what fitted."""
+
+
+def tokens_that_fit(*, usable_bytes: int, bytes_per_token: float, batches_in_flight: int) -> int:
+    """Tokens per batch so that `batches_in_flight` batches of activations fit in `usable_bytes`."""
+    return int(usable_bytes / (bytes_per_token * max(1, batches_in_flight)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +52,9 @@ def plan_token_budget(
     usable = share if device_free_bytes is None else max(0, min(share, device_free_bytes))
     if bytes_per_token <= 0:
         return MemoryPlan(configured, usable, bytes_per_token, limited_by_memory=False)
-    fits = int(usable / (bytes_per_token * max(1, batches_in_flight)))
+    fits = tokens_that_fit(
+        usable_bytes=usable, bytes_per_token=bytes_per_token, batches_in_flight=batches_in_flight
+    )
     budget = max(floor, min(configured, fits))
     limited = fits < configured
     reason: BudgetReason = "configured"

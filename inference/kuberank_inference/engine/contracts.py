@@ -71,6 +71,7 @@ class ModelInfo:
     embedding_dimension: int | None
     score_activation: ScoreActivation
     normalizes_embeddings: bool
+    device_name: str = "cpu"  # the accelerator's product name ("NVIDIA H200"), cpu on CPU
 
 
 @dataclass(frozen=True, slots=True)

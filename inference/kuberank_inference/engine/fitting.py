@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from typing import Protocol
 
-from kuberank_inference.engine.budget import BudgetReason, plan_token_budget
+from kuberank_inference.engine.budget import BudgetReason, plan_token_budget, tokens_that_fit
 from kuberank_inference.engine.contracts import DeviceMemory, ModelInfo
 from kuberank_inference.failures import DeviceOutOfMemoryError
 
@@ -54,6 +54,21 @@ class BudgetInForce:
     usable_bytes: int | None = None
     bytes_per_token: float = 0.0
     warm_up_attempts: int = 1
+
+    def fits(self, *, tokens: int, batches_in_flight: int) -> bool:
+        """Whether `batches_in_flight` batches of `tokens` fit in the memory free under the
+        safety margin, by the same plan as the budget (always on CPU, where nothing is fitted);
+        after a warm-up OOM no more than the lowered budget fits."""
+        if self.usable_bytes is None or self.bytes_per_token <= 0:
+            return True
+        if self.reason == "warm_up_oom" and tokens > self.token_budget:
+            return False
+        room = tokens_that_fit(
+            usable_bytes=self.usable_bytes,
+            bytes_per_token=self.bytes_per_token,
+            batches_in_flight=batches_in_flight,
+        )
+        return tokens <= room
 
     def as_json(self) -> dict[str, object]:
         return {

@@ -123,6 +123,9 @@ class TorchRunner:
             embedding_dimension=embedding_dimension,
             score_activation=activation,
             normalizes_embeddings=pooling.normalize if pooling else False,
+            device_name=(
+                torch.cuda.get_device_name(self._device) if self._device.type == "cuda" else "cpu"
+            ),
         )
         if self._packed is not None and not self._self_check():
             if self._packed.fused_gelu or self._packed.fused_norm:
