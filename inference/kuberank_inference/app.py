@@ -181,9 +181,10 @@ async def _bring_up(
                     max_batch_requests=settings.max_batch_requests,
                 ),
                 tolerance=config.calibration_tolerance,
+                # the budget was fitted at the grid's fewest batches in flight
                 fallback=Setting(
                     min(budget.token_budget, configured.max_batch_tokens),
-                    configured.batches_in_flight,
+                    min(grid.batches_in_flight),
                 ),
                 clock=time.perf_counter,
             )

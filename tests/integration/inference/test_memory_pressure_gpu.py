@@ -133,7 +133,10 @@ def holding_all_but(leave: int) -> Iterator[int]:
 
 
 @contextmanager
-def server(model: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+def server(
+    model: Path, tmp_path: Path, *, extra: tuple[str, ...] = ("--max-batch-tokens", str(CONFIGURED))
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """The server on the GPU; `extra` flags (by default the budget these tests plan from)."""
     port = free_port()
     log_path = tmp_path / "server.log"
     argv = [
@@ -144,8 +147,7 @@ def server(model: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes
         str(model),
         "--device",
         "cuda",
-        "--max-batch-tokens",
-        str(CONFIGURED),
+        *extra,
         "--host",
         "127.0.0.1",
         "--port",
