@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from kuberank_operator.autoscaling.alertguards import ActedAlerts, AlertIdentity
 from kuberank_operator.autoscaling.evaluator import DeploymentEvaluator
@@ -34,6 +35,7 @@ from kuberank_operator.autoscaling.scaling import ScaleDecision
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import ApiError
 from kuberank_operator.cluster.outcomes import Refused, Restarted
+from kuberank_operator.model.calibrations import PodSetting, calibration_status
 from kuberank_operator.model.naming import Owner, StatusWriter
 from kuberank_operator.model.observations import parse_time
 from kuberank_operator.model.resources import Key, Policies, ResourceView
@@ -80,6 +82,10 @@ class ResourceState:
     reported_budget: int | None = None
     # Alerts that changed something (or may have): a re-sent one never acts again.
     acted_alerts: ActedAlerts = field(default_factory=ActedAlerts)
+    # Each pod's batching setting as last scraped, and status.calibration as last written
+    # (None: not yet read from status).
+    pod_settings: dict[str, PodSetting] = field(default_factory=dict)
+    reported_calibration: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -152,16 +158,32 @@ class Actions:
             fields={"oom": {"reducedMaxBatchTokens": budget}},
         )
         if budget:
+            configured = resource.spec.batching.max_batch_tokens
             await self._actuator.post_event(
                 owner=resource.owner,
                 type_="Warning",
                 reason="TokenBudgetReduced",
                 message=f"a pod lowered its batch token budget to {budget} after CUDA "
-                f"out-of-memory errors (spec.batching.maxBatchTokens is "
-                f"{resource.spec.batching.max_batch_tokens})",
+                f"out-of-memory errors, below the budget it started with (spec.batching."
+                f"maxBatchTokens is {configured or '0: calibrated, see status.calibration'})",
                 action="Observe",
             )
         state.reported_budget = budget
+
+    async def report_calibration(
+        self, resource: Target, state: ResourceState, settings: Mapping[str, PodSetting]
+    ) -> None:
+        """status.calibration: what the pods run at, per GPU model (written when it changes)."""
+        state.pod_settings = dict(settings)
+        entries = calibration_status(settings.values())
+        if state.reported_calibration is None:
+            state.reported_calibration = list(resource.view.status.get("calibration") or [])
+        if entries == state.reported_calibration:
+            return
+        await self._actuator.write_status(
+            owner=resource.owner, writer=StatusWriter.CALIBRATION, fields={"calibration": entries}
+        )
+        state.reported_calibration = entries
 
     async def scale(
         self,

@@ -176,7 +176,8 @@ class DeploymentEvaluator:
             scale=decision,
             restarts=restarts,
             reduced_token_budget=reduced_token_budget(
-                (s.token_budget for s in reporting), configured=token_budget
+                ((s.token_budget, s.token_budget_ceiling) for s in reporting),
+                configured=token_budget,
             ),
         )
 

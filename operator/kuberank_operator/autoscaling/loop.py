@@ -32,6 +32,7 @@ from kuberank_operator.cluster import tasks
 from kuberank_operator.cluster.actuator import Actuator
 from kuberank_operator.cluster.kubeapi import ApiError
 from kuberank_operator.cluster.scraping import PodTarget, new_session, scrape_pods
+from kuberank_operator.model.calibrations import pod_settings
 from kuberank_operator.model.indexes import World
 from kuberank_operator.model.observations import scraped_pods
 from kuberank_operator.model.resources import Key
@@ -216,6 +217,11 @@ class Autoscaler:
             self._log_signals(resource, evaluation)
             await self._actions.report_token_budget(
                 resource, state, evaluation.reduced_token_budget
+            )
+            await self._actions.report_calibration(
+                resource,
+                state,
+                pod_settings(scrapes, known=state.pod_settings, pods=(p.name for p in pods)),
             )
             if evaluation.scale is not None:
                 await self._actions.scale(resource, evaluation.scale, source=Source.BUILTIN)

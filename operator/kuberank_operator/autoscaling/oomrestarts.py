@@ -183,9 +183,17 @@ def plan_restarts(
     return RestartPlan(restarts=tuple(restarts), held=tuple(held))
 
 
-def reduced_token_budget(budgets: Iterable[float | None], *, configured: int) -> int:
+def reduced_token_budget(
+    budgets: Iterable[tuple[float | None, float | None]], *, configured: int
+) -> int:
     """The lowest token budget a pod runs with after CUDA OOMs (each inference server halves
-    its own budget after one and doubles it back later), or 0 when every pod runs the
-    configured spec.batching.maxBatchTokens. Pods that report none are skipped."""
-    seen = [int(b) for b in budgets if b is not None and 0 < b < configured]
+    its own budget after one and doubles it back later), or 0 when every pod runs the budget it
+    started with. Each pod gives (budget now, budget since start-up); a pod that reports no
+    start-up budget is judged against the configured spec.batching.maxBatchTokens (0: the
+    calibration chose it, so such a pod cannot be judged). Pods that report none are skipped."""
+    seen = [
+        int(budget)
+        for budget, ceiling in budgets
+        if budget is not None and 0 < budget < (ceiling or configured)
+    ]
     return min(seen) if seen else 0

@@ -21,13 +21,15 @@ class StatusWriter(StrEnum):
     RECONCILER: observedGeneration, replicas, readyReplicas, updatedReplicas, selector, ready,
     state, reason, capacity, conditions. AUTOSCALER: lastScale (and spec.replicas through the
     scale subresource). OOM_RESTARTS: oom.restarts, oom.lastRestartTime, oom.lastReason,
-    oom.lastPod, oom.restartsLastHour. TOKEN_BUDGET: oom.reducedMaxBatchTokens.
+    oom.lastPod, oom.restartsLastHour. TOKEN_BUDGET: oom.reducedMaxBatchTokens. CALIBRATION:
+    calibration (the pods' batching settings and measured pairs/s, per GPU model).
     """
 
     RECONCILER = "kuberank-reconciler"
     AUTOSCALER = "kuberank-autoscaler"
     OOM_RESTARTS = "kuberank-oom"
     TOKEN_BUDGET = "kuberank-token-budget"
+    CALIBRATION = "kuberank-calibration"
 
 
 # Events say which component acted, as `kubectl describe` shows under "From".

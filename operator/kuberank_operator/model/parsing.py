@@ -13,6 +13,7 @@ from kuberank_operator.model.specs import (
     ApiAuthSpec,
     AutoscalingSpec,
     BatchingSpec,
+    CalibrationSpec,
     GpuSpec,
     ImageSpec,
     LockedClocks,
@@ -140,6 +141,26 @@ def _parse_gpu(raw: Mapping[str, Any]) -> GpuSpec:
     )
 
 
+def _int_list(raw: Mapping[str, Any], key: str, where: str) -> tuple[int, ...]:
+    value = raw.get(key) or []
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    ):
+        raise SpecError(f"{where}.{key} must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def _parse_calibration(raw: Mapping[str, Any]) -> CalibrationSpec:
+    where = "spec.batching.calibration"
+    d = CalibrationSpec()
+    return CalibrationSpec(
+        enabled=_bool(raw, "enabled", d.enabled, where),
+        time_limit_seconds=_float(raw, "timeLimitSeconds", d.time_limit_seconds, where),
+        budgets=_int_list(raw, "budgets", where),
+        batches_in_flight=_int_list(raw, "batchesInFlight", where),
+    )
+
+
 def _parse_autoscaling(raw: Mapping[str, Any]) -> AutoscalingSpec:
     where = "spec.autoscaling"
     d, du, dd = AutoscalingSpec(), ScaleUpSpec(), ScaleDownSpec()
@@ -218,6 +239,9 @@ def parse_spec(raw: Mapping[str, Any]) -> RerankerSpec:
             max_client_batch_size=_int(
                 batching, "maxClientBatchSize", db.max_client_batch_size, bw
             ),
+            batches_in_flight=_int(batching, "batchesInFlight", db.batches_in_flight, bw),
+            tokenization_workers=_int(batching, "tokenizationWorkers", db.tokenization_workers, bw),
+            calibration=_parse_calibration(_section(batching, "calibration", bw)),
         ),
         autoscaling=_parse_autoscaling(_section(raw, "autoscaling", where)),
         oom=OomSpec(

@@ -26,6 +26,7 @@ REQUEST_DURATION_BUCKET = "kuberank_inference_request_duration_seconds_bucket"
 PAIRS_TOTAL = "kuberank_inference_pairs_total"
 CUDA_OOM_TOTAL = "kuberank_cuda_oom_total"
 TOKEN_BUDGET = "kuberank_inference_token_budget"
+TOKEN_BUDGET_CEILING = "kuberank_inference_token_budget_ceiling"
 READY = "kuberank_inference_ready"
 GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
 GR_ENGINE_ACTIVE = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
@@ -33,15 +34,42 @@ FB_USED = "DCGM_FI_DEV_FB_USED"
 FB_FREE = "DCGM_FI_DEV_FB_FREE"
 XID_ERRORS = "DCGM_FI_DEV_XID_ERRORS"
 TUNING_STATE = "kuberank_gpu_tuning_state"
+CALIBRATED_MAX_BATCH_TOKENS = "kuberank_inference_calibrated_max_batch_tokens"
+CALIBRATED_BATCHES_IN_FLIGHT = "kuberank_inference_calibrated_batches_in_flight"
+CALIBRATED_PAIRS_PER_SECOND = "kuberank_inference_calibrated_pairs_per_second"
+CALIBRATION_INFO = "kuberank_inference_calibration_info"
+_CALIBRATION_SERIES = frozenset(
+    {CALIBRATED_MAX_BATCH_TOKENS, CALIBRATED_BATCHES_IN_FLIGHT, CALIBRATED_PAIRS_PER_SECOND}
+)
 # A pod's tuning state is the worst of its GPUs', in the sidecar's own order (tuning._overall).
 TUNING_SEVERITY = ("failed", "denied", "refused", "pending", "applied", "restored", "disabled")
 _INFERENCE_GAUGES = frozenset(
-    {QUEUE_DEPTH, QUEUE_TOKENS, PAIRS_IN_FLIGHT, CUDA_OOM_TOTAL, PAIRS_TOTAL, TOKEN_BUDGET, READY}
+    {
+        QUEUE_DEPTH,
+        QUEUE_TOKENS,
+        PAIRS_IN_FLIGHT,
+        CUDA_OOM_TOTAL,
+        PAIRS_TOTAL,
+        TOKEN_BUDGET,
+        TOKEN_BUDGET_CEILING,
+        READY,
+    }
 )
 
 
 class MetricsFormatError(ValueError):
     """A /metrics body that is not Prometheus text exposition."""
+
+
+@dataclass(frozen=True)
+class PodCalibration:
+    """The batching setting a pod runs with since start-up, as its calibration reports it."""
+
+    max_batch_tokens: int
+    batches_in_flight: int
+    state: str  # calibrated, fixed, off, nothing_measured
+    device_name: str  # the inference server's device product name (cpu on CPU)
+    pairs_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,8 @@ class InferenceReading:
     token_budget: float | None
     # Absent from servers older than the series (None: unknown).
     queue_tokens: float | None = None
+    token_budget_ceiling: float | None = None
+    calibration: PodCalibration | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,8 @@ class GpuReading:
     fb_used_mib: float | None
     fb_free_mib: float | None
     last_xid: int | None
+    # The GPU's product name (dcgm-exporter's modelName label), when a series carries it.
+    model_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,7 @@ class PodSignals:
     pairs_total: float | None
     token_budget: float | None
     queue_tokens: float | None = None
+    token_budget_ceiling: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,9 +173,15 @@ def parse_inference_metrics(text: str) -> InferenceReading:
     """Read the inference server's metrics; absent series stay None."""
     sums: dict[str, float] = {}
     buckets: dict[float, float] = {}
+    calibration: dict[str, float | str] = {}
     for name, labels, value in _samples(text):
         if not _finite(value) and name != REQUEST_DURATION_BUCKET:
             continue
+        if name in _CALIBRATION_SERIES:
+            calibration[name] = value
+        elif name == CALIBRATION_INFO and value >= 1.0:
+            calibration["state"] = labels.get("state", "")
+            calibration["device_name"] = labels.get("device_name", "")
         if name == REQUEST_DURATION_BUCKET:
             bound = float(labels.get("le", "nan"))
             if math.isnan(bound) or math.isnan(value):
@@ -160,6 +199,24 @@ def parse_inference_metrics(text: str) -> InferenceReading:
         pairs_total=sums.get(PAIRS_TOTAL),
         token_budget=sums.get(TOKEN_BUDGET),
         queue_tokens=sums.get(QUEUE_TOKENS),
+        token_budget_ceiling=sums.get(TOKEN_BUDGET_CEILING),
+        calibration=_calibration(calibration),
+    )
+
+
+def _calibration(series: Mapping[str, float | str]) -> PodCalibration | None:
+    """The calibration series of one scrape; None from a server that exports none."""
+    tokens = series.get(CALIBRATED_MAX_BATCH_TOKENS)
+    depth = series.get(CALIBRATED_BATCHES_IN_FLIGHT)
+    if not isinstance(tokens, float) or not isinstance(depth, float):
+        return None
+    rate = series.get(CALIBRATED_PAIRS_PER_SECOND)
+    return PodCalibration(
+        max_batch_tokens=int(tokens),
+        batches_in_flight=int(depth),
+        state=str(series.get("state", "")),
+        device_name=str(series.get("device_name", "")),
+        pairs_per_second=rate if isinstance(rate, float) else None,
     )
 
 
@@ -174,9 +231,12 @@ def parse_sidecar_metrics(text: str) -> GpuReading:
     used: list[float] = []
     free: list[float] = []
     xids: list[int] = []
-    for name, _labels, value in _samples(text):
+    model_name: str | None = None
+    for name, labels, value in _samples(text):
         if not _finite(value):
             continue
+        if model_name is None and labels.get("modelName"):
+            model_name = labels["modelName"]
         if name == GPU_UTIL:
             util.append(value)
         elif name == GR_ENGINE_ACTIVE:
@@ -193,6 +253,7 @@ def parse_sidecar_metrics(text: str) -> GpuReading:
         fb_used_mib=sum(used) if used else None,
         fb_free_mib=sum(free) if free else None,
         last_xid=max(xids) if xids else None,
+        model_name=model_name,
     )
 
 
@@ -315,6 +376,7 @@ def pod_signals(
         pairs_total=inference.pairs_total if inference is not None else None,
         token_budget=inference.token_budget if inference is not None else None,
         queue_tokens=inference.queue_tokens if inference is not None else None,
+        token_budget_ceiling=inference.token_budget_ceiling if inference is not None else None,
     )
 
 

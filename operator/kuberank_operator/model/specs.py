@@ -89,11 +89,28 @@ class GpuSpec:
 
 
 @dataclass(frozen=True)
+class CalibrationSpec:
+    """The inference server's start-up calibration; 0 and empty lists leave its own defaults."""
+
+    enabled: bool = True
+    time_limit_seconds: float = 0.0
+    budgets: tuple[int, ...] = ()
+    batches_in_flight: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class BatchingSpec:
-    max_batch_tokens: int = 16384
+    """0 leaves a setting to the server: max_batch_tokens and batches_in_flight to its start-up
+    calibration (or its own default when calibration is off), tokenization_workers to its
+    container's CPU quota."""
+
+    max_batch_tokens: int = 0
     max_batch_requests: int = 512
     max_concurrent_pairs: int = 8192
     max_client_batch_size: int = 1000
+    batches_in_flight: int = 0
+    tokenization_workers: int = 0
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
-from kuberank_operator.model.specs import ImageSpec, ModelSource, RerankerSpec
+from kuberank_operator.model.specs import BatchingSpec, ImageSpec, ModelSource, RerankerSpec
 
 HANDSHAKE_VOLUME = "device-handshake"
 MODELS_VOLUME = "models"
@@ -84,10 +84,10 @@ def inference_env(spec: RerankerSpec) -> list[dict[str, Any]]:
         _env("KUBERANK_DTYPE", spec.model.dtype),
         _env("KUBERANK_DEVICE", "cuda"),
         _env("KUBERANK_MAX_INPUT_LENGTH", spec.model.max_length),
-        _env("KUBERANK_MAX_BATCH_TOKENS", spec.batching.max_batch_tokens),
         _env("KUBERANK_MAX_BATCH_REQUESTS", spec.batching.max_batch_requests),
         _env("KUBERANK_MAX_CONCURRENT_PAIRS", spec.batching.max_concurrent_pairs),
         _env("KUBERANK_MAX_CLIENT_BATCH_SIZE", spec.batching.max_client_batch_size),
+        *batching_env(spec.batching),
         _env("KUBERANK_VRAM_SAFETY_MARGIN", spec.gpu.vram_safety_margin),
         _env("KUBERANK_DEVICE_HANDSHAKE_FILE", naming.HANDSHAKE_FILE),
         # Weights come from the mounted source only, never from a hub at run time.
@@ -104,6 +104,26 @@ def inference_env(spec: RerankerSpec) -> list[dict[str, Any]]:
                 },
             }
         )
+    return env
+
+
+def batching_env(batching: BatchingSpec) -> list[dict[str, Any]]:
+    """The settings the server would otherwise choose itself (calibration, CPU quota): each is
+    rendered only when the spec sets it, so that a 0 or empty list leaves the server's own."""
+    calibration = batching.calibration
+    env = [_env("KUBERANK_CALIBRATION", "on" if calibration.enabled else "off")]
+    chosen = (
+        ("KUBERANK_MAX_BATCH_TOKENS", batching.max_batch_tokens),
+        ("KUBERANK_BATCHES_IN_FLIGHT", batching.batches_in_flight),
+        ("KUBERANK_TOKENIZATION_WORKERS", batching.tokenization_workers),
+        ("KUBERANK_CALIBRATION_SECONDS", calibration.time_limit_seconds),
+    )
+    env.extend(_env(name, value) for name, value in chosen if value)
+    lists = (
+        ("KUBERANK_CALIBRATION_BUDGETS", calibration.budgets),
+        ("KUBERANK_CALIBRATION_BATCHES_IN_FLIGHT", calibration.batches_in_flight),
+    )
+    env.extend(_env(name, ",".join(map(str, values))) for name, values in lists if values)
     return env
 
 

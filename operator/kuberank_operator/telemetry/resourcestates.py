@@ -2,7 +2,8 @@
 
 What kube-state-metrics would export with a custom-resource config, here without one: replicas
 desired, existing, ready and available, each condition's status (1 for the status it has, 0 for
-the other two), OOM restarts and the time of the last scale. Absent, never zero, where the
+the other two), OOM restarts, the time of the last scale, and the batching settings its pods
+run at per GPU model (status.calibration). Absent, never zero, where the
 resource does not say (no Deployment seen yet, never scaled, a spec that does not parse).
 """
 
@@ -83,6 +84,27 @@ class ResourceStateCollector(Collector):
             "seconds. Absent before the first change.",
             labels=labels,
         )
+        calibration_labels = [*labels, "gpu_model", "state"]
+        calibrated_tokens = GaugeMetricFamily(
+            f"{PREFIX}_calibrated_max_batch_tokens",
+            "Token budget per batch the pods of a GPU model run at (status.calibration: the "
+            "inference servers' start-up calibration, or spec.batching as given), by GPU model "
+            "and calibration state; one series per setting when pods differ.",
+            labels=[*calibration_labels, "batches_in_flight"],
+        )
+        calibrated_pods = GaugeMetricFamily(
+            f"{PREFIX}_calibrated_pods",
+            "Pods running each setting of status.calibration, by GPU model, state, token "
+            "budget and batches in flight.",
+            labels=[*calibration_labels, "max_batch_tokens", "batches_in_flight"],
+        )
+        calibrated_rate = GaugeMetricFamily(
+            f"{PREFIX}_calibrated_pairs_per_second",
+            "Median pairs/s the pods measured at their setting during start-up calibration "
+            "(status.calibration; model only, no HTTP), by GPU model, state, token budget and "
+            "batches in flight. Absent where nothing was measured.",
+            labels=[*calibration_labels, "max_batch_tokens", "batches_in_flight"],
+        )
         for state in sorted(self._read(), key=lambda s: s.view.key):
             view = state.view
             key = list(view.key)
@@ -105,4 +127,36 @@ class ResourceStateCollector(Collector):
             scaled_at = parse_time((status.get("lastScale") or {}).get("time"))
             if scaled_at is not None:
                 last_scale.add_metric(key, scaled_at)
+            for entry in status.get("calibration") or []:
+                _add_calibration(
+                    entry,
+                    key,
+                    tokens=calibrated_tokens,
+                    pods=calibrated_pods,
+                    rate=calibrated_rate,
+                )
         yield from (desired, current, ready, available, condition, restarts, last_scale)
+        yield from (calibrated_tokens, calibrated_pods, calibrated_rate)
+
+
+def _add_calibration(
+    entry: object,
+    key: list[str],
+    *,
+    tokens: GaugeMetricFamily,
+    pods: GaugeMetricFamily,
+    rate: GaugeMetricFamily,
+) -> None:
+    """One status.calibration entry as series (an entry that is not a mapping is skipped)."""
+    if not isinstance(entry, Mapping):
+        return
+    where = [*key, str(entry.get("gpuModel", "")), str(entry.get("state", ""))]
+    budget, depth = entry.get("maxBatchTokens"), entry.get("batchesInFlight")
+    if not isinstance(budget, int) or not isinstance(depth, int):
+        return
+    tokens.add_metric([*where, str(depth)], budget)
+    setting = [*where, str(budget), str(depth)]
+    pods.add_metric(setting, parse_count(entry.get("pods", 0)))
+    measured = entry.get("pairsPerSecond")
+    if isinstance(measured, int | float):
+        rate.add_metric(setting, float(measured))

@@ -135,3 +135,37 @@ def test_available_replicas_come_from_the_deployment_read_through_the_indexes() 
         )
         is None
     )
+
+
+def test_the_calibrated_settings_of_each_gpu_model_are_exported() -> None:
+    calibrated = body(
+        "bge",
+        calibration=[
+            {
+                "gpuModel": "NVIDIA H200",
+                "state": "calibrated",
+                "maxBatchTokens": 16384,
+                "batchesInFlight": 2,
+                "pairsPerSecond": 2771.0,
+                "pods": 3,
+            },
+            {
+                "gpuModel": "NVIDIA A10G",
+                "state": "off",
+                "maxBatchTokens": 16384,
+                "batchesInFlight": 2,
+                "pods": 1,
+            },
+            "not an entry",
+        ],
+    )
+    registry = registry_of(WatchedResource(resource_view(calibrated)))
+    h200 = {"gpu_model": "NVIDIA H200", "state": "calibrated"}
+    setting = {"max_batch_tokens": "16384", "batches_in_flight": "2"}
+    tokens = value(registry, "calibrated_max_batch_tokens", **h200, batches_in_flight="2")
+    assert tokens == 16384
+    assert value(registry, "calibrated_pods", **h200, **setting) == 3
+    assert value(registry, "calibrated_pairs_per_second", **h200, **setting) == 2771.0
+    a10 = {"gpu_model": "NVIDIA A10G", "state": "off"}
+    assert value(registry, "calibrated_pods", **a10, **setting) == 1
+    assert value(registry, "calibrated_pairs_per_second", **a10, **setting) is None

@@ -169,6 +169,15 @@ def test_max_unavailable_rejects_nonsense_naming_the_field() -> None:
 
 
 def test_reduced_token_budget_reports_the_lowest_lowered_budget() -> None:
-    assert reduced_token_budget([16384, 8192, None, 4096], configured=16384) == 4096
-    assert reduced_token_budget([16384, None], configured=16384) == 0
+    unknown = None
+    pods = [(16384, unknown), (8192, unknown), (None, unknown), (4096, unknown)]
+    assert reduced_token_budget(pods, configured=16384) == 4096
+    assert reduced_token_budget([(16384, unknown), (None, unknown)], configured=16384) == 0
     assert reduced_token_budget([], configured=16384) == 0
+
+
+def test_a_calibrated_pod_is_judged_against_its_own_start_up_budget() -> None:
+    # spec.batching.maxBatchTokens 0: each pod's calibration chose its budget
+    assert reduced_token_budget([(32768, 32768), (16384, 65536)], configured=0) == 16384
+    assert reduced_token_budget([(32768, 32768)], configured=0) == 0
+    assert reduced_token_budget([(8192, None)], configured=0) == 0  # cannot be judged
