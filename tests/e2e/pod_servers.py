@@ -71,8 +71,13 @@ class PodServers:
         sidecar_interval: float = 1.0,
         sidecar_args: Sequence[str] = (),
         fake_profile: str = "h100x1",
+        pod_env_prefixes: Sequence[str] = (),
     ) -> None:
         self._inference = inference
+        # The inference container's env vars (as the operator rendered them into the pod) whose
+        # names start with these reach the server as they would in a real pod; with any given,
+        # the budget is no longer fixed here (the pod's env, or the server, decides).
+        self._pod_env_prefixes = tuple(pod_env_prefixes)
         self._sidecar_interval = sidecar_interval
         # Extra sidecar flags, as the operator renders them (e.g. --power-limit-watts).
         self._sidecar_args = list(sidecar_args)
@@ -117,7 +122,7 @@ class PodServers:
             return [p for p in self.serving() if p.sidecar_up()]
         return [p for p in self.serving() if p.ready()]
 
-    def _pods(self) -> list[tuple[str, str]]:
+    def _pods(self) -> list[tuple[str, str, dict[str, str]]]:
         result = self._cluster.kubectl(
             "get", "pods", "-n", self._namespace, "-l", f"{OWNER_LABEL}={self._name}",
             "-o", "json", check=False, timeout=30,
@@ -130,36 +135,48 @@ class PodServers:
             if pod["metadata"].get("deletionTimestamp") or status.get("phase") != "Running":
                 continue
             if status.get("podIP"):
-                running.append((pod["metadata"]["name"], status["podIP"]))
+                running.append((pod["metadata"]["name"], status["podIP"], self._pod_env(pod)))
         return running
+
+    def _pod_env(self, pod: dict[str, Any]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for container in pod["spec"].get("containers") or []:
+            if container.get("name") != "inference":
+                continue
+            for item in container.get("env") or []:
+                name, value = str(item.get("name", "")), item.get("value")
+                if isinstance(value, str) and name.startswith(self._pod_env_prefixes or ("\0",)):
+                    env[name] = value
+        return env
 
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                pods = dict(self._pods())
+                pods = {pod: (ip, env) for pod, ip, env in self._pods()}
                 with self._lock:
                     for gone in set(self._served) - set(pods):
                         self._stop_pod(self._served.pop(gone))
-                    for pod, ip in pods.items():
+                    for pod, (ip, pod_env) in pods.items():
                         if pod not in self._served:
-                            self._served[pod] = self._start_pod(pod, ip)
+                            self._served[pod] = self._start_pod(pod, ip, pod_env)
                             self.started.append(pod)
             except Exception:
                 log.exception("following pods failed")
             self._stop.wait(1.0)
 
-    def _start_pod(self, pod: str, ip: str) -> PodProcesses:
+    def _start_pod(self, pod: str, ip: str, pod_env: dict[str, str]) -> PodProcesses:
         logs = self._workdir / pod
         logs.mkdir(parents=True, exist_ok=True)
         state_file = logs / "gpu-state.json"
         state_file.write_text(json.dumps({"gpus": {"0": self._gpu_defaults}}))
-        env = {**os.environ, **QUIET_ENV}
+        env = {**os.environ, **QUIET_ENV, **pod_env}
+        budget = () if self._pod_env_prefixes else ("--max-batch-tokens", "2048")
         inference_args = [
             str(BIN / "kuberank-inference"),
             "--host", ip,
             "--port", str(INFERENCE_PORT),
             "--debug-fault-injection",
-            "--max-batch-tokens", "2048",
+            *budget,
             "--max-batch-requests", "64",
             "--tokenization-workers", "1",
             "--device-handshake-file", str(logs / "device.json"),

@@ -36,9 +36,21 @@ IPS = ("127.0.2.1", "127.0.2.2")
 def inference_text(
     *, queue: float = 0, oom: float = 0, pairs: float = 0, budget: float = 16384
 ) -> str:
+    """A server calibrated at start-up to 16384 tokens x 2 (its budget ceiling), running at
+    `budget` now (lower after OOMs)."""
     return (
         "# TYPE kuberank_inference_token_budget gauge\n"
         f"kuberank_inference_token_budget {budget}\n"
+        "# TYPE kuberank_inference_token_budget_ceiling gauge\n"
+        "kuberank_inference_token_budget_ceiling 16384\n"
+        "# TYPE kuberank_inference_calibrated_max_batch_tokens gauge\n"
+        "kuberank_inference_calibrated_max_batch_tokens 16384\n"
+        "# TYPE kuberank_inference_calibrated_batches_in_flight gauge\n"
+        "kuberank_inference_calibrated_batches_in_flight 2\n"
+        "# TYPE kuberank_inference_calibrated_pairs_per_second gauge\n"
+        "kuberank_inference_calibrated_pairs_per_second 2771\n"
+        "# TYPE kuberank_inference_calibration_info gauge\n"
+        'kuberank_inference_calibration_info{device_name="NVIDIA H200",state="calibrated"} 1\n'
         "# TYPE kuberank_inference_queue_depth gauge\n"
         f"kuberank_inference_queue_depth {queue}\n"
         "# TYPE kuberank_cuda_oom_total counter\n"
@@ -559,9 +571,20 @@ async def test_each_status_field_has_one_writer(make: Any) -> None:
     assert owners[StatusWriter.AUTOSCALER] == {"lastScale"}
     assert owners[StatusWriter.OOM_RESTARTS] == {"oom"} | {f"oom.{f}" for f in restart_record}
     assert owners[StatusWriter.TOKEN_BUDGET] == {"oom", "oom.reducedMaxBatchTokens"}
+    assert owners[StatusWriter.CALIBRATION] == {"calibration"}
     leaves = [f for fields in owners.values() for f in fields if f != "oom"]
     assert len(leaves) == len(set(leaves)), owners
     status = h.body()["status"]
     assert status["oom"]["reducedMaxBatchTokens"] == 4096
     assert status["oom"]["lastPod"] == "bge-a"
     assert status["lastScale"]["to"] == 3
+    assert status["calibration"] == [
+        {
+            "gpuModel": "NVIDIA H200",  # the fake sidecar names no model: the server's name
+            "state": "calibrated",
+            "maxBatchTokens": 16384,
+            "batchesInFlight": 2,
+            "pairsPerSecond": 2771.0,
+            "pods": 2,
+        }
+    ]

@@ -227,7 +227,8 @@ def test_valid_manifest_is_accepted_and_defaulted(
         assert spec["gpu"]["vramSafetyMargin"] == 0.1
         assert spec["autoscaling"]["mode"] == "off"
         assert spec["rollout"] == {"maxSurge": 0, "maxUnavailable": 1}
-        assert spec["batching"]["maxBatchTokens"] == 16384
+        assert spec["batching"]["maxBatchTokens"] == 0  # 0: the server calibrates it
+        assert spec["batching"]["calibration"]["mode"] == "auto"
     finally:
         local_cluster.kubectl("delete", "rrd", "fine", "-n", validation_namespace, "--wait=true")
 

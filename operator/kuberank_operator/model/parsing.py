@@ -13,6 +13,7 @@ from kuberank_operator.model.specs import (
     ApiAuthSpec,
     AutoscalingSpec,
     BatchingSpec,
+    CalibrationMode,
     CalibrationSpec,
     GpuSpec,
     ImageSpec,
@@ -150,11 +151,21 @@ def _int_list(raw: Mapping[str, Any], key: str, where: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _calibration_mode(mode: str, where: str) -> CalibrationMode:
+    if mode == "on":
+        return "on"
+    if mode == "off":
+        return "off"
+    if mode == "auto":
+        return "auto"
+    raise SpecError(f"{where}.mode must be auto, on or off, got {mode!r}")
+
+
 def _parse_calibration(raw: Mapping[str, Any]) -> CalibrationSpec:
     where = "spec.batching.calibration"
     d = CalibrationSpec()
     return CalibrationSpec(
-        enabled=_bool(raw, "enabled", d.enabled, where),
+        mode=_calibration_mode(_str(raw, "mode", d.mode, where), where),
         time_limit_seconds=_float(raw, "timeLimitSeconds", d.time_limit_seconds, where),
         budgets=_int_list(raw, "budgets", where),
         batches_in_flight=_int_list(raw, "batchesInFlight", where),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 SourceKind = Literal["pvc", "hostPath", "image"]
 AutoscalingMode = Literal["builtin", "external", "off"]
+CalibrationMode = Literal["auto", "on", "off"]
 
 
 # How long a pod may stay stuck after a critical XID before it is restarted: operator-wide, not
@@ -92,7 +93,8 @@ class GpuSpec:
 class CalibrationSpec:
     """The inference server's start-up calibration; 0 and empty lists leave its own defaults."""
 
-    enabled: bool = True
+    # auto: on for a GPU pod, off on CPU (the server's own --calibration auto)
+    mode: CalibrationMode = "auto"
     time_limit_seconds: float = 0.0
     budgets: tuple[int, ...] = ()
     batches_in_flight: tuple[int, ...] = ()

@@ -111,7 +111,7 @@ def batching_env(batching: BatchingSpec) -> list[dict[str, Any]]:
     """The settings the server would otherwise choose itself (calibration, CPU quota): each is
     rendered only when the spec sets it, so that a 0 or empty list leaves the server's own."""
     calibration = batching.calibration
-    env = [_env("KUBERANK_CALIBRATION", "on" if calibration.enabled else "off")]
+    env = [] if calibration.mode == "auto" else [_env("KUBERANK_CALIBRATION", calibration.mode)]
     chosen = (
         ("KUBERANK_MAX_BATCH_TOKENS", batching.max_batch_tokens),
         ("KUBERANK_BATCHES_IN_FLIGHT", batching.batches_in_flight),

@@ -147,8 +147,8 @@ def test_inference_env_carries_the_spec() -> None:
 
 def test_by_default_the_server_calibrates_its_budget_and_batches_in_flight() -> None:
     env = env_of(containers(spec_of())[naming.INFERENCE_CONTAINER])
-    assert env["KUBERANK_CALIBRATION"] == "on"
     for chosen_by_the_server in (
+        "KUBERANK_CALIBRATION",
         "KUBERANK_MAX_BATCH_TOKENS",
         "KUBERANK_BATCHES_IN_FLIGHT",
         "KUBERANK_TOKENIZATION_WORKERS",
@@ -166,7 +166,7 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
             "batchesInFlight": 3,
             "tokenizationWorkers": 6,
             "calibration": {
-                "enabled": True,
+                "mode": "on",
                 "timeLimitSeconds": 8,
                 "budgets": [1024, 2048],
                 "batchesInFlight": [1, 2],
@@ -177,6 +177,7 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
     assert env["KUBERANK_MAX_BATCH_TOKENS"] == "32768"
     assert env["KUBERANK_BATCHES_IN_FLIGHT"] == "3"
     assert env["KUBERANK_TOKENIZATION_WORKERS"] == "6"
+    assert env["KUBERANK_CALIBRATION"] == "on"
     assert env["KUBERANK_CALIBRATION_SECONDS"] == "8.0"
     assert env["KUBERANK_CALIBRATION_BUDGETS"] == "1024,2048"
     assert env["KUBERANK_CALIBRATION_BATCHES_IN_FLIGHT"] == "1,2"
@@ -186,13 +187,14 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
     assert config.fixed_max_batch_tokens == 32768
     assert config.fixed_batches_in_flight == 3
     assert config.tokenization_workers == 6
+    assert config.calibrates()
     assert config.calibration_seconds == 8.0
     assert config.calibration_budgets == (1024, 2048)
     assert config.calibration_batches_in_flight == (1, 2)
 
 
 def test_calibration_can_be_turned_off() -> None:
-    spec = spec_of(batching={"calibration": {"enabled": False}})
+    spec = spec_of(batching={"calibration": {"mode": "off"}})
     env = env_of(containers(spec)[naming.INFERENCE_CONTAINER])
     assert env["KUBERANK_CALIBRATION"] == "off"
 
