@@ -37,6 +37,23 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
     assert not parse_config(["--no-debug-fault-injection"], environ=env).debug_fault_injection
 
 
+def test_calibration_runs_on_cuda_by_default_and_explicit_flags_fix_their_axis() -> None:
+    cpu = parse_config([], environ={})
+    assert not cpu.calibrates()
+    assert (cpu.fixed_max_batch_tokens, cpu.fixed_batches_in_flight) == (None, None)
+    assert parse_config(["--device", "cuda:1"], environ={}).calibrates()
+    assert parse_config(["--calibration", "on"], environ={}).calibrates()
+    assert not parse_config(["--device", "cuda", "--calibration", "off"], environ={}).calibrates()
+    assert cpu.calibration_budgets == (8192, 16384, 32768, 65536)
+    assert cpu.calibration_batches_in_flight == (1, 2, 3)
+    fixed = parse_config(
+        ["--calibration-budgets", "1024, 2048"], environ={"KUBERANK_BATCHES_IN_FLIGHT": "3"}
+    )
+    assert fixed.calibration_budgets == (1024, 2048)
+    assert fixed.fixed_batches_in_flight == 3
+    assert fixed.fixed_max_batch_tokens is None
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -45,6 +62,10 @@ def test_environment_sets_every_flag_and_the_command_line_wins() -> None:
         ([], {"KUBERANK_PORT": "http"}, "KUBERANK_PORT"),
         ([], {"KUBERANK_TASK": "classify"}, "KUBERANK_TASK"),
         ([], {"KUBERANK_DEBUG_FAULT_INJECTION": "maybe"}, "KUBERANK_DEBUG_FAULT_INJECTION"),
+        (["--calibration-budgets", "8192,x"], {}, "--calibration-budgets: .*comma-separated"),
+        ([], {"KUBERANK_CALIBRATION_BUDGETS": "0,1"}, "KUBERANK_CALIBRATION_BUDGETS"),
+        (["--calibration-tolerance", "0.9"], {}, "--calibration-tolerance"),
+        (["--calibration", "maybe"], {}, "--calibration"),
     ],
 )
 def test_bad_values_are_refused_naming_the_setting(
