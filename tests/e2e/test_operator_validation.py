@@ -135,6 +135,23 @@ INVALID: list[tuple[str, dict[str, Any] | None, str, str, str]] = [
         "at least spec.model.maxLength",
     ),
     (
+        "token-budget-below-64",
+        _spec(
+            batching={"maxBatchTokens": 32},
+            model={"id": "m", "maxLength": 16, "source": {"hostPath": {"path": "/m"}}},
+        ),
+        "bad",
+        "spec.batching.maxBatchTokens",
+        "0 (calibrated at start-up) or at",
+    ),
+    (
+        "unknown-calibration-mode",
+        _spec(batching={"calibration": {"mode": "sometimes"}}),
+        "bad",
+        "spec.batching.calibration.mode",
+        'supported values: "auto", "on", "off"',
+    ),
+    (
         "two-model-sources",
         _spec(model={"id": "m", "source": {"hostPath": {"path": "/m"}, "pvc": {"claimName": "x"}}}),
         "bad",
