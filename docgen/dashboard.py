@@ -232,12 +232,18 @@ def _serving(layout: Layout) -> None:
     layout.add(
         timeseries(
             "Pairs/s",
-            "Query-document pairs (or texts, for embedding models) scored per second, by pod.",
+            "Query-document pairs (or texts, for embedding models) scored per second, by pod, "
+            "beside what each pod's start-up calibration measured the model alone doing at its "
+            "chosen batching setting (no HTTP): the gap is the headroom or the host path's cost.",
             [
                 Target(
                     f"sum by (pod) (rate(kuberank_inference_pairs_total{{{SEL}}}[{RATE}]))",
                     "{{pod}}",
-                )
+                ),
+                Target(
+                    f"max by (pod) (kuberank_inference_calibrated_pairs_per_second{{{SEL}}})",
+                    "calibrated {{pod}}",
+                ),
             ],
             unit="short",
         ),
