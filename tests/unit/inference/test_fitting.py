@@ -157,3 +157,25 @@ def test_cpu_warms_up_at_the_configured_budget() -> None:
     assert device.warm_ups == [4096]
     assert budget.token_budget == 4096
     assert budget.free_bytes is None
+
+
+def test_a_setting_fits_when_its_batches_in_flight_fit_in_the_usable_memory() -> None:
+    # the calibration asks this of each (budget, batches in flight) before it tries it
+    budget = _fit(FakeDevice(free=GIB), configured=65536)
+    room = int(GIB / 100_000.0)  # tokens of activations the usable memory holds
+    assert budget.fits(tokens=room, batches_in_flight=1)
+    assert not budget.fits(tokens=room + 1, batches_in_flight=1)
+    assert budget.fits(tokens=room // 3, batches_in_flight=3)
+    assert not budget.fits(tokens=room // 2 + 1, batches_in_flight=2)
+
+
+def test_after_a_warm_up_oom_no_more_than_the_lowered_budget_fits() -> None:
+    budget = _fit(FakeDevice(fits_tokens=3000))
+    assert budget.reason == "warm_up_oom"
+    assert budget.fits(tokens=2048, batches_in_flight=1)
+    assert not budget.fits(tokens=4096, batches_in_flight=1)
+
+
+def test_on_cpu_every_setting_fits() -> None:
+    budget = BudgetInForce(token_budget=16384, configured=16384, reason="configured")
+    assert budget.fits(tokens=1 << 20, batches_in_flight=8)
