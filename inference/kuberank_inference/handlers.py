@@ -347,6 +347,8 @@ class Handlers:
                 score_activation=info.score_activation,
                 model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
             )
+            if info.precision is not None:
+                body["precision"] = info.precision.as_json()
         body.update(self._budget_facts())
         body["ready"] = state.ready and not state.draining
         return web.json_response(body)

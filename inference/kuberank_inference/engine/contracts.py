@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kuberank_inference.quality import PrecisionReport
+
 Task = Literal["rerank", "embed"]
 Direction = Literal["right", "left"]
 ScoreActivation = Literal["sigmoid", "identity"]
@@ -71,6 +73,8 @@ class ModelInfo:
     embedding_dimension: int | None
     score_activation: ScoreActivation
     normalizes_embeddings: bool
+    # dtype fp8: asked for, served or refused and why (None: the dtype was not fp8)
+    precision: PrecisionReport | None = None
 
 
 @dataclass(frozen=True, slots=True)
