@@ -65,7 +65,7 @@ def _margin(value: float) -> float:
     return value
 
 
-def _fraction(value: float) -> float:
+def _unit_fraction(value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"must be a fraction in [0, 1], got {value}")
     return value
@@ -88,7 +88,7 @@ PositiveInt = Annotated[int, AfterValidator(_positive_int)]
 NonNegativeInt = Annotated[int, AfterValidator(_non_negative_int)]
 PositiveFloat = Annotated[float, AfterValidator(_positive_float)]
 Margin = Annotated[float, AfterValidator(_margin)]
-Fraction = Annotated[float, AfterValidator(_fraction)]
+UnitFraction = Annotated[float, AfterValidator(_unit_fraction)]
 Port = Annotated[int, AfterValidator(_port)]
 
 
@@ -121,13 +121,13 @@ class ServerConfig(BaseSettings):
         "--fp8-min-top-k-overlap); otherwise, or on other devices, bfloat16 serves and /info "
         "and kuberank_inference_precision say why",
     )
-    fp8_min_spearman: Fraction = Field(
+    fp8_min_spearman: UnitFraction = Field(
         DEFAULT_MIN_SPEARMAN,
         description="dtype fp8: the quality gate's least mean Spearman rank correlation of FP8 "
         "with bfloat16 scores over its fixed calibration queries (0 to 1; 0 keeps FP8 whatever "
         "it measures)",
     )
-    fp8_min_top_k_overlap: Fraction = Field(
+    fp8_min_top_k_overlap: UnitFraction = Field(
         DEFAULT_MIN_TOP_K_OVERLAP,
         description=f"dtype fp8: the quality gate's least mean share of bfloat16's top "
         f"{DEFAULT_TOP_K} documents that FP8 also ranks in its top {DEFAULT_TOP_K} (0 to 1)",
