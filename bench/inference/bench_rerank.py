@@ -712,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     duration=args.duration,
                     warmup=args.warmup,
                     batch_size=args.peer_batch_size,
+                    dtype="bfloat16" if args.device == "cuda" else "float32",
+                    device=args.device,
                 )
             except Exception as error:  # a peer that fails to load is reported, not fatal
                 entry["peer"] = {"error": f"{type(error).__name__}: {error}"}

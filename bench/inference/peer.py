@@ -28,6 +28,7 @@ def infinity_peer(
     warmup: float,
     batch_size: int,
     dtype: str = "bfloat16",
+    device: str = "cuda",
 ) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("INFINITY_ANONYMOUS_USAGE_STATS", "0")
@@ -38,7 +39,7 @@ def infinity_peer(
     engine_args = EngineArgs(
         model_name_or_path=str(model_dir),
         engine="torch",
-        device="cuda",
+        device=device,
         dtype=dtype,
         batch_size=batch_size,
         model_warmup=False,
@@ -98,5 +99,6 @@ def infinity_peer(
     gc.collect()
     import torch
 
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return result
