@@ -1,9 +1,13 @@
 """Rerank benchmark on one GPU: random-weight cross-encoders of two shapes, the real server on
 127.0.0.1 driven by 1..128 concurrent HTTP clients with 50-document requests, the naive pattern
 (CrossEncoder.predict per request, fp32, serial) in the same run, and an open-loop run at 70 % of
-the measured peak. Optionally offline runner variants and a kernel profile.
+the measured peak. Optionally offline runner variants and a kernel profile, and a same-run
+comparison (--compare): the server with its defaults, calibrated (--calibrated-args), in FP8,
+and the Infinity engine in-process (--peer infinity), printed as one table.
 
     PYTHONPATH=inference:. python3 -m bench.inference.bench_rerank --out $OUT
+    PYTHONPATH=inference:. python3 -m bench.inference.bench_rerank --mean-tokens 288 --compare \
+        --concurrency 64 --open-loop-duration 0 --naive-requests 0 --out $OUT
 
 Not a test: it prints a table and writes JSON and Markdown under --out.
 """
@@ -429,18 +433,20 @@ def serve_and_load(
     out: Path,
     *,
     server_args: str,
+    label: str = "",
 ) -> dict[str, Any]:
     bodies = [request.body() for request in requests]
     server = Server(
         model_dir,
         device=args.device,
         extra=server_args.split(),
-        log_path=out / f"server-{shape.name}.log",
+        log_path=out / f"server-{shape.name}{'-' + label if label else ''}.log",
     )
     started = time.perf_counter()
     server.wait_ready()
     ready_after = time.perf_counter() - started
-    log(f"{shape.name}: server ready in {ready_after:.0f} s: {server.get('/info')}")
+    info_text = server.get("/info")
+    log(f"{shape.name}: server ready in {ready_after:.0f} s: {info_text}")
     url = f"{server.url}/rerank"
     closed: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
@@ -482,7 +488,13 @@ def serve_and_load(
     memory = metric_values(metrics, "kuberank_inference_device_memory_bytes")
     batch_tokens = metric_values(metrics, "kuberank_inference_batch_tokens_")
     batch_size = metric_values(metrics, "kuberank_inference_batch_size_")
+    info = json.loads(info_text)
     return {
+        "ready_s": ready_after,
+        "dtype": info.get("dtype"),
+        "attention": info.get("attention"),
+        "precision": info.get("precision"),
+        "token_budget": info.get("token_budget"),
         "closed_loop": closed,
         "peak": peak,
         "open_loop": opened,
@@ -498,6 +510,72 @@ def serve_and_load(
         ),
         "server_exit_code": exit_code,
     }
+
+
+# --- the same-run comparison ----------------------------------------------------------------
+
+FP8_ARGS = "--dtype fp8 --fp8-min-spearman 0 --fp8-min-top-k-overlap 0"
+
+
+def comparison_configs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(name, server flags) of each server in the comparison. FP8 on the random-weight shapes
+    runs with the quality gate's thresholds at 0: random weights fail it (their scores are
+    nearly flat, so any rounding reorders them; the gate still measures and /info reports it)."""
+    configs: list[tuple[str, str]] = []
+    for item in filter(None, (part.strip() for part in args.configs.split(";"))):
+        name, _, flags = item.partition("=")
+        configs.append((name.strip(), flags.strip()))
+    if args.compare and not configs:
+        configs.append(("default", args.default_args))
+        if args.calibrated_args:
+            configs.append(("calibrated", args.calibrated_args))
+        configs.append(("fp8", f"{args.default_args} {FP8_ARGS}".strip()))
+    return configs
+
+
+def _at(closed: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+    for row in closed:
+        if row["concurrency"] == concurrency:
+            return row
+    return max(closed, key=lambda r: r["pairs_per_s"])
+
+
+def comparison_table(report: dict[str, Any], *, concurrency: int) -> str:
+    """Markdown: one row per shape and engine, pairs/s and latency at `concurrency` clients."""
+    lines = [
+        f"| shape | engine | flags | dtype served | pairs/s at {concurrency} clients | "
+        "p50 ms | p99 ms | peak pairs/s (clients) | ready s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for shape, entry in report["shapes"].items():
+        for name, result in entry.get("configs", {}).items():
+            if "error" in result:
+                lines.append(
+                    f"| {shape} | server: {name} | `{result['flags']}` | error: "
+                    f"{result['error']} | | | | | |"
+                )
+                continue
+            row = _at(result["closed_loop"], concurrency)
+            peak = result["peak"]
+            lines.append(
+                f"| {shape} | server: {name} | `{result['flags'] or '(defaults)'}` | "
+                f"{result.get('dtype')} | {row['pairs_per_s']:,.0f} | {row['p50_s'] * 1e3:.0f} | "
+                f"{row['p99_s'] * 1e3:.0f} | {peak['pairs_per_s']:,.0f} ({peak['concurrency']}) | "
+                f"{result['ready_s']:.0f} |"
+            )
+        peer = entry.get("peer")
+        if peer:
+            if "error" in peer:
+                lines.append(f"| {shape} | peer | | error: {peer['error']} | | | | | |")
+            else:
+                p50 = (peer["p50_s"] or 0) * 1e3
+                p99 = (peer["p99_s"] or 0) * 1e3
+                lines.append(
+                    f"| {shape} | {peer['engine']}, in-process | batch_size {peer['batch_size']} "
+                    f"| {peer['dtype']} | {peer['pairs_per_s']:,.0f} | {p50:.0f} | {p99:.0f} "
+                    f"| | {peer['load_s']:.0f} |"
+                )
+    return "\n".join(lines)
 
 
 def _mean(values: dict[str, float], name: str) -> float:
@@ -531,6 +609,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--offline-budgets", default="16384,32768", type=lambda s: [int(x) for x in s.split(",")]
     )
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run, per shape, the server with --default-args, calibrated (--calibrated-args, "
+        "when given), in FP8, and --peer infinity; print one table",
+    )
+    parser.add_argument(
+        "--configs",
+        default="",
+        help="servers to compare, 'name=flags;name=flags' (instead of --compare's set)",
+    )
+    parser.add_argument("--default-args", default="", help="flags of the 'default' server")
+    parser.add_argument(
+        "--calibrated-args",
+        default="",
+        help="flags of the 'calibrated' server (the start-up calibration, e.g. '--calibration "
+        "on'); left out of the comparison when empty",
+    )
+    parser.add_argument("--peer", choices=["none", "infinity"], default="none")
+    parser.add_argument("--peer-batch-size", type=int, default=32, help="Infinity's default")
+    parser.add_argument(
+        "--table-concurrency", type=int, default=64, help="clients of the comparison table"
+    )
     parser.add_argument("--skip-server", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "bench-out")))
     parser.add_argument("--work", type=Path, default=Path("/tmp/kuberank-bench"))
@@ -557,6 +658,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     report["torch"] = torch.__version__
     report["workload"] = measured_workload(tokenizer_dir, requests)
+    configs = comparison_configs(args)
+    if args.compare and args.peer == "none":
+        args.peer = "infinity"
     log(f"workload: {report['workload']}")
     for name in args.shapes.split(","):
         shape = SHAPES[name]
@@ -583,12 +687,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                 best = max(entry["sweep"], key=lambda row: row["pairs_per_s"])
                 server_args = best["server_args"]
             entry["server_args"] = server_args
-            entry["server"] = serve_and_load(
-                shape, model_dir, requests, args, args.out, server_args=server_args
-            )
+            if not configs:
+                entry["server"] = serve_and_load(
+                    shape, model_dir, requests, args, args.out, server_args=server_args
+                )
+        entry["configs"] = {}
+        for label, flags in configs:
+            try:
+                result = serve_and_load(
+                    shape, model_dir, requests, args, args.out, server_args=flags, label=label
+                )
+                entry["configs"][label] = {"flags": flags, **result}
+            except (RuntimeError, TimeoutError, OSError) as error:
+                entry["configs"][label] = {"flags": flags, "error": str(error)}
+            log(f"{name} {label}: done")
+        if args.peer == "infinity":
+            from bench.inference.peer import infinity_peer
+
+            try:
+                entry["peer"] = infinity_peer(
+                    model_dir,
+                    requests,
+                    concurrency=args.table_concurrency,
+                    duration=args.duration,
+                    warmup=args.warmup,
+                    batch_size=args.peer_batch_size,
+                    dtype="bfloat16" if args.device == "cuda" else "float32",
+                    device=args.device,
+                )
+            except Exception as error:  # a peer that fails to load is reported, not fatal
+                entry["peer"] = {"error": f"{type(error).__name__}: {error}"}
+            log(f"{name} peer: {entry['peer']}")
         report["shapes"][name] = entry
         (args.out / "results.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     print(json.dumps(report, indent=2))
+    if configs or args.peer != "none":
+        table = comparison_table(report, concurrency=args.table_concurrency)
+        (args.out / "comparison.md").write_text(table + "\n", encoding="utf-8")
+        print(table)
     return 0
 
 

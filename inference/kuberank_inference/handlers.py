@@ -349,6 +349,8 @@ class Handlers:
                 score_activation=info.score_activation,
                 model_type=({"reranker": {}} if info.task == "rerank" else {"embedding": {}}),
             )
+            if info.precision is not None:
+                body["precision"] = info.precision.as_json()
         body.update(self._budget_facts())
         if state.calibration is not None:
             body["calibration"] = state.calibration.as_json()

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from kuberank_inference.engine.calibration import CalibrationReport
 from kuberank_inference.engine.contracts import DeviceMemory
+from kuberank_inference.quality import PrecisionReport
 
 _LATENCY_BUCKETS = (
     0.005,
@@ -152,6 +153,42 @@ class _CalibrationCollector(Collector):
         yield from (tokens, depth, rate, curve, info)
 
 
+class _PrecisionCollector(Collector):
+    """The precision asked for and served (dtype fp8 and its quality gate)."""
+
+    def __init__(self) -> None:
+        self.report: PrecisionReport | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        precision = GaugeMetricFamily(
+            "kuberank_inference_precision",
+            "1 for the precision in force: requested (--dtype as resolved), served (what runs: "
+            "fp8 only where it was requested and kept), state (not_requested; active; "
+            "refused_device: the GPU has no FP8 (compute capability below 8.9) or is a CPU; "
+            "refused_model: the model's layers cannot run in FP8; refused_gate: the quality gate "
+            "found FP8 ranking unlike bfloat16; failed: the FP8 kernels failed at start-up).",
+            labels=["requested", "served", "state"],
+        )
+        agreement = GaugeMetricFamily(
+            "kuberank_inference_fp8_gate_agreement",
+            "dtype fp8: the start-up quality gate's ranking agreement of FP8 with bfloat16 on "
+            "its fixed calibration set, by measure (mean_spearman, min_spearman, "
+            "mean_top_k_overlap, min_top_k_overlap, over its queries); absent when the gate did "
+            "not run.",
+            labels=["measure"],
+        )
+        report = self.report
+        if report is not None:
+            precision.add_metric([report.requested, report.served, report.state], 1)
+            measured = report.agreement
+            if measured is not None:
+                agreement.add_metric(["mean_spearman"], measured.mean_spearman)
+                agreement.add_metric(["min_spearman"], measured.min_spearman)
+                agreement.add_metric(["mean_top_k_overlap"], measured.mean_top_k_overlap)
+                agreement.add_metric(["min_top_k_overlap"], measured.min_top_k_overlap)
+        yield from (precision, agreement)
+
+
 class InferenceMetrics:
     def __init__(self) -> None:
         # *_created samples double the series count and nobody reads them
@@ -265,9 +302,14 @@ class InferenceMetrics:
         r.register(self._budget)
         self._calibration = _CalibrationCollector()
         r.register(self._calibration)
+        self._precision = _PrecisionCollector()
+        r.register(self._precision)
 
     def record_calibration(self, report: CalibrationReport) -> None:
         self._calibration.report = report
+
+    def record_precision(self, report: PrecisionReport) -> None:
+        self._precision.report = report
 
     def record_budget(self, *, ceiling: int, reason: str, free_bytes: int | None) -> None:
         self._budget.ceiling, self._budget.reason = ceiling, reason

@@ -37,6 +37,8 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
             vram_safety_margin=config.vram_safety_margin,
             fused_gelu=config.fused_gelu,
             fused_norm=config.fused_norm,
+            fp8_min_spearman=config.fp8_min_spearman,
+            fp8_min_top_k_overlap=config.fp8_min_top_k_overlap,
         )
         if use_model_process(config):
             from kuberank_inference.torchmodel.process import ModelProcess

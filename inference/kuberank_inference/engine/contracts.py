@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from kuberank_inference.quality import PrecisionReport
+
 Task = Literal["rerank", "embed"]
 Direction = Literal["right", "left"]
 ScoreActivation = Literal["sigmoid", "identity"]
@@ -72,6 +74,8 @@ class ModelInfo:
     score_activation: ScoreActivation
     normalizes_embeddings: bool
     device_name: str = "cpu"  # the accelerator's product name ("NVIDIA H200"), cpu on CPU
+    # dtype fp8: asked for, served or refused and why (None: the dtype was not fp8)
+    precision: PrecisionReport | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,10 @@ def place(settings: RunnerSettings) -> tuple[torch.device, str, torch.dtype]:
         # the process never takes the safety margin, whatever the allocator wants
         torch.cuda.set_per_process_memory_fraction(1.0 - settings.vram_safety_margin, device)
     dtype_name = settings.dtype
+    if dtype_name == "fp8":
+        # weights load as auto would load them (bf16 on CUDA); the runner then quantizes the
+        # encoder's linear layers (torchmodel.fp8) or, refusing FP8, serves them as loaded
+        dtype_name = "auto"
     if dtype_name == "auto":
         dtype_name = "bfloat16" if device.type == "cuda" else "float32"
     return device, dtype_name, _DTYPES[dtype_name]

@@ -25,10 +25,14 @@ from kuberank_inference.engine.contracts import (
     ModelInfo,
     ModelInput,
     Output,
+    PairsInput,
     Task,
+    TextsInput,
     TokenizedSequence,
 )
 from kuberank_inference.failures import DeviceOutOfMemoryError
+from kuberank_inference.gateset import gate_set
+from kuberank_inference.quality import GateThresholds, PrecisionReport, refused, run_gate
 from kuberank_inference.torchmodel.checkpoints import (
     UnsupportedModelError,
     load_checkpoint,
@@ -138,6 +142,10 @@ class TorchRunner:
                 self._packed = None
                 self._attention_fn = padded_attention
                 self._info = _replace_attention(self._info, "hf-sdpa-padded", padding_free=False)
+        if settings.dtype == "fp8":
+            with self._on_device():
+                precision = self._start_fp8(settings)
+            self._info = replace(self._info, precision=precision, dtype=precision.served)
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -392,6 +400,66 @@ class TorchRunner:
                 reference=self._forward_padded,
                 tolerance=1e-4 if self._dtype == torch.float32 else 5e-2,
             )
+
+    # --- FP8 and its quality gate ------------------------------------------------------------
+
+    def _start_fp8(self, settings: RunnerSettings) -> PrecisionReport:
+        """Swap in the FP8 encoder if the device, the model and the quality gate allow it;
+        otherwise keep bf16. The report says which, and why, for the log, /info and metrics."""
+        from kuberank_inference.torchmodel.fp8 import Fp8Encoder, fp8_model_obstacle, fp8_obstacle
+
+        served = self._info.dtype
+        obstacle = fp8_obstacle(self._device)
+        if obstacle is not None:
+            return refused("refused_device", obstacle, served)
+        packed = self._packed
+        if packed is None:
+            reason = "FP8 needs the padding-free forward, which this model does not run"
+            return refused("refused_model", reason, served)
+        model_obstacle = fp8_model_obstacle(packed, str(self._hf.config.hidden_act))
+        if model_obstacle is not None:
+            return refused("refused_model", model_obstacle, served)
+        built: list[Fp8Encoder] = []
+
+        def candidate() -> list[list[float]]:
+            built.append(Fp8Encoder(self._hf, compile_kernels=True))
+            return self.gate_scores(built[0])
+
+        report = run_gate(
+            reference=lambda: self.gate_scores(packed),
+            candidate=candidate,
+            thresholds=GateThresholds(
+                min_spearman=settings.fp8_min_spearman,
+                min_top_k_overlap=settings.fp8_min_top_k_overlap,
+            ),
+            fallback=served,
+        )
+        if report.state == "active":
+            fp8 = built[0]
+            self._packed = fp8
+            self._info = replace(
+                self._info, attention=f"{self._info.attention}+fp8-{fp8.kernels.kind}"
+            )
+        return report
+
+    def gate_scores(self, encoder: PackedEncoder) -> list[list[float]]:
+        """The calibration set (kuberank_inference.gateset) scored through `encoder`: per query,
+        one score per document (the cross-encoder's logit, or the embeddings' cosine)."""
+        scores: list[list[float]] = []
+        with torch.inference_mode():
+            for item in gate_set():
+                if self._task == "rerank":
+                    request: ModelInput = PairsInput(item.query, item.documents, truncate=True)
+                    seqs = self._tokenizer.encode(request)
+                    out = self._forward_packed(seqs, encoder, self._attention_fn).float()
+                    scores.append([float(x) for x in out.tolist()])
+                else:
+                    texts = TextsInput((item.query, *item.documents), truncate=True)
+                    seqs = self._tokenizer.encode(texts)
+                    out = self._forward_packed(seqs, encoder, self._attention_fn).float()
+                    out = torch.nn.functional.normalize(out, dim=-1)
+                    scores.append([float(x) for x in (out[1:] @ out[0]).tolist()])
+        return scores
 
 
 def _fusions(packed: PackedEncoder) -> str:
