@@ -321,7 +321,8 @@ def _mid_power_limit(uuid: str) -> int:
     try:
         handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
         low, high = pynvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
-        return round((low + high) / 2000)
+        watts: int = (int(low) + int(high)) // 2000
+        return watts
     finally:
         pynvml.nvmlShutdown()
 
