@@ -227,6 +227,10 @@ class NvmlBackend(Protocol):
     def tuning_limits(self, gpu: GpuIdentity) -> TuningLimits:
         """The power-limit range and supported clocks of a GPU."""
 
+    def compute_processes(self, gpu: GpuIdentity) -> int:
+        """How many processes hold a CUDA context on the GPU (any container's, any MIG
+        slice's); raises NvmlError where the driver cannot tell."""
+
     def set_power_limit(self, gpu: GpuIdentity, *, watts: float) -> None:
         """Set the power-management limit (needs CAP_SYS_ADMIN)."""
 

@@ -272,6 +272,15 @@ class FakeNvml:
             graphics_clocks_mhz=spec.graphics_clocks_mhz,
         )
 
+    def compute_processes(self, gpu: GpuIdentity) -> int:
+        overrides = self._fail_if_lost(gpu, "compute_processes")
+        errors = dict(overrides.get("errors", {}))
+        if "compute_processes" in errors:
+            raise NvmlError(
+                NvmlErrorKind(errors["compute_processes"]), operation="compute_processes"
+            )
+        return int(overrides.get("compute_processes", 0))
+
     def _check_setter(self, gpu: GpuIdentity, operation: str) -> FakeGpuSpec:
         spec = self._spec(gpu)
         overrides = self._fail_if_lost(gpu, operation)

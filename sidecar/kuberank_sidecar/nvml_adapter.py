@@ -301,6 +301,15 @@ class RealNvml:
             graphics_clocks_mhz=tuple(sorted(graphics)),
         )
 
+    def compute_processes(self, gpu: GpuIdentity) -> int:
+        handle = self._handle(gpu.uuid)
+        running = _call(
+            "nvmlDeviceGetComputeRunningProcesses",
+            pynvml.nvmlDeviceGetComputeRunningProcesses,
+            handle,
+        )
+        return len(running)
+
     def set_power_limit(self, gpu: GpuIdentity, *, watts: float) -> None:
         _call(
             "nvmlDeviceSetPowerManagementLimit",

@@ -91,6 +91,11 @@ def gpu_facts(
     tree: DeviceTree,
 ) -> GpuFacts:
     mig = next((d.mig for d in owned if d.gpu.uuid == gpu.uuid and d.mig is not None), None)
+    try:
+        processes: int | None = backend.compute_processes(gpu)
+    except NvmlError as exc:
+        log.info("GPU %s: cannot count its CUDA processes (%s)", gpu.uuid, exc)
+        processes = None
     return GpuFacts(
         gpu_uuid=gpu.uuid,
         limits=backend.tuning_limits(gpu),
@@ -98,6 +103,7 @@ def gpu_facts(
         mig_enabled=any(m.parent.uuid == gpu.uuid for m in tree.mig_devices),
         shared=gpu.uuid in claim.shared_ids or (mig is not None and mig.uuid in claim.shared_ids),
         sharing_known=claim.sharing_known,
+        compute_processes=processes,
     )
 
 

@@ -145,6 +145,10 @@ class GpuFacts:
     mig_enabled: bool = False
     shared: bool = False
     sharing_known: bool = False
+    # processes holding a CUDA context on the card (None: NVML cannot tell), and how many of
+    # them this pod runs (its inference process)
+    compute_processes: int | None = None
+    own_processes: int = 1
 
 
 def _clock_problem(flag: str, wanted: ClockRange, supported: tuple[int, ...]) -> str | None:
@@ -236,6 +240,14 @@ def plan_tuning(
             f"GPU {facts.gpu_uuid} is shared with other pods (kubelet lists it for another pod, "
             "or it is a time-slicing replica): tuning would change their GPU too; give the pod "
             "a whole GPU or drop the tuning request",
+        )
+    if facts.compute_processes is not None and facts.compute_processes > facts.own_processes:
+        return refuse(
+            Refusal.SHARED_GPU,
+            f"GPU {facts.gpu_uuid} is shared: {facts.compute_processes} processes hold a CUDA "
+            f"context on it and this pod runs {facts.own_processes}; tuning would change the "
+            "others' GPU too; check which pods the node gave this GPU "
+            "(nvidia-smi --query-compute-apps=pid,process_name --format=csv)",
         )
     if not facts.sharing_known and not assume_exclusive:
         return refuse(

@@ -81,6 +81,33 @@ def test_mig_and_shared_gpus_are_refused_without_touching_the_card(tmp_path: Pat
     assert fake.settings_of(mig.parent)["gpu_clocks"] is None
 
 
+def test_a_card_with_another_pods_cuda_process_is_refused_as_shared(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"gpus": {"0": {"compute_processes": 2}}}))
+    fake = FakeNvml("h100x1", state_file=state)
+    fake.open()
+    tree = fake.discover()
+    ctl = TuningController(fake, REQUEST, journal_path=None, assume_exclusive=True)
+    handshake = DeviceClaim(device_ids=(tree.gpus[0].uuid,), source="handshake")
+    ctl.on_devices([OwnedDevice(gpu=tree.gpus[0])], handshake, tree)
+    assert ctl.state is TuningState.REFUSED
+    assert ctl.report()["gpus"][0]["reason"] == "shared_gpu"
+    assert fake.settings_of(tree.gpus[0])["power_limit_w"] == 700.0
+
+
+def test_an_uncountable_card_falls_back_to_the_claim(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(
+        json.dumps({"gpus": {"0": {"errors": {"compute_processes": "not_supported"}}}})
+    )
+    fake = FakeNvml("h100x1", state_file=state)
+    fake.open()
+    tree = fake.discover()
+    ctl = TuningController(fake, REQUEST, journal_path=None)
+    ctl.on_devices([OwnedDevice(gpu=tree.gpus[0])], EXCLUSIVE, tree)
+    assert ctl.state is TuningState.APPLIED
+
+
 def test_a_crashed_predecessor_is_detected_and_the_original_restored(tmp_path: Path) -> None:
     settings, journal = tmp_path / "card.json", tmp_path / "journal.json"
     fake, tree, owned = _card(settings=settings)

@@ -73,6 +73,24 @@ def test_assume_exclusive_lifts_only_the_unknown_sharing_refusal() -> None:
     assert plan_tuning(REQUEST, shared, assume_exclusive=True).refusal is Refusal.SHARED_GPU
 
 
+@pytest.mark.parametrize("assume_exclusive", [False, True])
+def test_more_cuda_processes_than_the_pod_runs_is_a_shared_gpu(assume_exclusive: bool) -> None:
+    # two pods handed one card: NVML counts every container's CUDA context, whatever the claim
+    facts = GpuFacts(gpu_uuid="GPU-a", limits=LIMITS, compute_processes=2)
+    plan = plan_tuning(REQUEST, facts, assume_exclusive=assume_exclusive)
+    assert plan.refusal is Refusal.SHARED_GPU
+    assert "2 processes hold a CUDA context" in plan.message
+    assert not plan.has_actions
+
+
+@pytest.mark.parametrize("processes", [None, 0, 1])
+def test_the_pods_own_process_or_an_unknown_count_is_not_sharing(processes: int | None) -> None:
+    facts = GpuFacts(
+        gpu_uuid="GPU-a", limits=LIMITS, sharing_known=True, compute_processes=processes
+    )
+    assert plan_tuning(REQUEST, facts).refusal is None
+
+
 @pytest.mark.parametrize(
     ("request_", "needle"),
     [
