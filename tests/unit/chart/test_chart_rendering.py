@@ -82,7 +82,7 @@ def test_defaults_render_the_operator_and_its_rbac(render: Render) -> None:
     assert deployment["metadata"]["name"] == "kuberank"
     assert deployment["metadata"]["namespace"] == "kuberank-system"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == f"ghcr.io/kuberank/kuberank:{chart_app_version()}"
+    assert container["image"] == f"ghcr.io/kuberank/kuberank-operator:{chart_app_version()}"
     assert container["command"] == ["kuberank-operator"]
 
 
@@ -221,7 +221,7 @@ def test_image_digest_wins_over_tag(render: Render) -> None:
     digest = "sha256:" + "ab" * 32
     objects = render(f"image.digest={digest}", "image.tag=9.9.9", "image.registry=registry.local")
     image = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"registry.local/kuberank/kuberank@{digest}"
+    assert image == f"registry.local/kuberank/kuberank-operator@{digest}"
 
 
 def test_webhook_token_secret_is_wired_into_the_operator(render: Render) -> None:
