@@ -139,9 +139,9 @@ def test_fake_sidecar_serves_metrics_from_the_operator_image(images: Images) -> 
     """The sidecar as --accelerator=none renders it: fake backend, one card, read-only root."""
     script = (
         "kuberank-sidecar --backend fake --fake-profile h100x1 --devices 0 --port 9400"
-        ' --interval 1 & for i in $(seq 60); do python -c "import urllib.request as u;'
+        ' --interval 1 & pid=$!; for i in $(seq 60); do python -c "import urllib.request as u;'
         " print(u.urlopen('http://127.0.0.1:9400/metrics').read().decode())\" 2>/dev/null"
-        " && break; sleep 0.5; done; kill %1"
+        " && break; sleep 0.5; done; kill $pid"
     )
     out = podman(*locked_down(images.operator, "sh", "-c", script)).stdout
     assert "DCGM_FI_DEV_GPU_UTIL" in out
