@@ -44,12 +44,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 FROM python AS wheel
 ARG PIP_FIND_LINKS
 ARG PIP_NO_INDEX
-COPY pyproject.toml README.md /tmp/kuberank/src/
+COPY pyproject.toml /tmp/kuberank/src/
 COPY operator/ /tmp/kuberank/src/operator/
 COPY sidecar/ /tmp/kuberank/src/sidecar/
 COPY inference/ /tmp/kuberank/src/inference/
+# pyproject.toml's readme: a stub, so that editing the docs rebuilds no image.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    pip wheel -q --no-deps -w /tmp/kuberank/wheels /tmp/kuberank/src
+    echo "kuberank: see https://github.com/kuberank/kuberank" > /tmp/kuberank/src/README.md \
+ && pip wheel -q --no-deps -w /tmp/kuberank/wheels /tmp/kuberank/src
 
 # Third-party dependencies of the image's extras, pinned by constraints.txt. The layer depends on
 # pyproject.toml and constraints.txt only (hack/extra-requirements.py reads the extras).

@@ -33,9 +33,29 @@ python=${PYTHON:-$root/.venv/bin/python}
 [ -x "$python" ] || python=python3
 mkdir -p "$cache/images" "$cache/containers" "$cache/wheels"
 
+# Bump when the way images are built changes in a way the inputs below do not show.
+recipe=2
 t_start=$SECONDS
 step() { printf '==> [%3ss] %s\n' "$((SECONDS - t_start))" "$*"; }
 sha() { sha256sum | cut -c1-16; }
+
+# Background helpers (a build, its heartbeat) and temporary files go with the script, also when
+# it fails or is interrupted.
+pids=()
+temps=()
+cleanup() {
+  [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
+  [ ${#temps[@]} -eq 0 ] || rm -rf "${temps[@]}"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# One build at a time per cache (worktrees and make share the image store).
+exec 9>"$cache/images/.lock"
+if ! flock -n 9; then
+  echo "==> waiting for another hack/build-images.sh (lock $cache/images/.lock)"
+  flock 9
+fi
 
 # --- 1. tools and configuration -----------------------------------------------------------
 for tool in buildah podman mmdebstrap; do
@@ -90,14 +110,18 @@ else
   else
     if [ ! -s "$base_tar" ]; then
       step "base: mmdebstrap bookworm ($base_pkgs) from $mirror (about a minute)"
+      temps+=("$base_tar.tmp")
+      set +e
       mmdebstrap --variant=minbase --include="$base_pkgs" --format=tar \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
         --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
         --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' \
         bookworm "$base_tar.tmp" \
         "deb $mirror bookworm main" "deb $mirror bookworm-updates main" \
-        "deb $security bookworm-security main" 2>&1 | grep -E '^I: (running|creating|installing|extracting|cleaning)' || true
-      [ -s "$base_tar.tmp" ] || { echo "mmdebstrap failed" >&2; exit 1; }
+        "deb $security bookworm-security main" 2>&1 | grep --line-buffered -E '^(I: (running|creating|installing|extracting|cleaning)|E: )'
+      rc=${PIPESTATUS[0]}
+      set -e
+      [ "$rc" -eq 0 ] && [ -s "$base_tar.tmp" ] || { echo "mmdebstrap failed (exit $rc)" >&2; exit 1; }
       mv "$base_tar.tmp" "$base_tar"
     fi
     step "base: import $base_tar"
@@ -115,7 +139,7 @@ if [ "$(cat "$wheels/.stamp" 2>/dev/null)" = "$wheels_hash" ]; then
 else
   step "wheelhouse: pip download into $wheels (cold: torch and CUDA libraries, ~3 GB)"
   reqs=$(mktemp)
-  trap 'rm -f "$reqs"' EXIT
+  temps+=("$reqs")
   "$python" hack/extra-requirements.py pyproject.toml operator sidecar inference model-minilm >"$reqs"
   printf '%s\n' pip 'setuptools>=69' >>"$reqs"
   "$python" -m pip download --progress-bar off -q -d "$wheels" -c constraints.txt -r "$reqs"
@@ -125,15 +149,15 @@ fi
 # --- 4./5. images ---------------------------------------------------------------------------
 # The build context is a copy of exactly the files the image is made from (git ls-files), so no
 # __pycache__, venv or untracked build output gets in, and the hash names exactly that content.
-inputs=(Dockerfile pyproject.toml README.md constraints.txt hack/extra-requirements.py operator sidecar inference)
+inputs=(Dockerfile pyproject.toml constraints.txt hack/extra-requirements.py operator sidecar inference)
 mapfile -t files < <(git ls-files -co --exclude-standard -- "${inputs[@]}" | sort -u)
 tree_hash=$({
-  printf '%s\n' "$base" "$registry" "$tag"
-  sha256sum hack/build-images.sh
+  printf '%s\n' "$recipe" "$base" "$registry" "$tag"
   for f in "${files[@]}"; do [ -f "$f" ] && sha256sum "$f"; done
 } | sha)
 context=$cache/images/context-$tree_hash
 if [ ! -d "$context" ]; then
+  temps+=("$context.tmp")
   rm -rf "$context.tmp" && mkdir -p "$context.tmp"
   for f in "${files[@]}"; do [ -f "$f" ] && install -D -m 0644 "$f" "$context.tmp/$f"; done
   mv "$context.tmp" "$context"
@@ -143,13 +167,20 @@ for target in $targets; do
   name=kuberank-$target
   ref=$registry/$name:$tag
   archive=$cache/images/$name-$tree_hash.oci.tar
-  if [ -s "$archive" ] && podman image exists "$ref"; then
+  # The tag in the store may be another tree's build (another worktree): the label says.
+  built=$(podman image inspect --format '{{index .Labels "dev.kuberank.content-hash"}}' "$ref" 2>/dev/null || true)
+  if [ -s "$archive" ] && [ "$built" = "$tree_hash" ]; then
     step "$ref: cached ($archive)"
     continue
   fi
   if [ ! -s "$archive" ]; then
-    step "$ref: buildah bud --target $target (progress: one line per step)"
+    step "$ref: buildah bud --target $target (the step lines, a heartbeat each minute; log $cache/images/build-$target.log)"
     t0=$SECONDS
+    log=$cache/images/build-$target.log
+    (while sleep 60; do printf '    ... %s: %ss\n' "$ref" "$((SECONDS - t0))"; done) &
+    beat=$!
+    pids+=("$beat")
+    set +e
     buildah bud --target "$target" --pull=never --network=host --format=oci \
       --build-arg BASE_IMAGE="$base" \
       --build-arg PIP_FIND_LINKS=/tmp/kuberank-wheelhouse --build-arg PIP_NO_INDEX=1 \
@@ -157,15 +188,26 @@ for target in $targets; do
       --label org.opencontainers.image.source=https://github.com/kuberank/kuberank \
       --label org.opencontainers.image.version="$tag" \
       --label dev.kuberank.content-hash="$tree_hash" \
-      -f "$context/Dockerfile" -t "$ref" "$context" 2>&1 |
-      grep --line-buffered -E '^(STEP|\[[0-9]+/[0-9]+\] STEP|--> Using cache|COMMIT|Error|error)' || true
-    podman image exists "$ref" || { echo "build of $ref failed (rerun without the filter: buildah bud ... in $context)" >&2; exit 1; }
+      -f "$context/Dockerfile" -t "$ref" "$context" >"$log" 2>&1 &
+    build=$!
+    pids+=("$build")
+    tail -n +1 -f --pid="$build" "$log" | grep --line-buffered -E '^(\[[0-9]+/[0-9]+\] )?STEP [0-9]+/[0-9]+: (FROM|RUN|COPY)' | cut -c1-140
+    wait "$build"
+    rc=$?
+    set -e
+    kill "$beat" 2>/dev/null || true
+    if [ "$rc" -ne 0 ]; then
+      tail -n 40 "$log" >&2
+      echo "build of $ref failed (exit $rc); the whole log: $log" >&2
+      exit 1
+    fi
     step "$ref: built in $((SECONDS - t0))s; writing $archive"
     # Uncompressed layers: gzip of torch's CUDA libraries alone takes minutes on two cores.
+    temps+=("$archive.tmp")
     podman save --quiet --uncompressed --format oci-archive -o "$archive.tmp" "$ref"
     mv "$archive.tmp" "$archive"
   else
-    step "$ref: podman load $archive (the store lost it)"
+    step "$ref: podman load $archive (the store holds another build under this tag)"
     podman load --quiet -i "$archive" >/dev/null
   fi
   # Older archives of this image are superseded.

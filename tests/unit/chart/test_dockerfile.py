@@ -73,7 +73,7 @@ def test_build_context_holds_only_what_the_image_needs() -> None:
     assert next(line for line in lines if not line.startswith("#")) == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {
-        "pyproject.toml", "constraints.txt", "README.md", "hack/extra-requirements.py",
+        "pyproject.toml", "constraints.txt", "hack/extra-requirements.py",
         "operator", "sidecar", "inference",
     }  # fmt: skip
     text = DOCKERFILE.read_text()
