@@ -13,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .PHONY: help deps system-deps venv tools lint fmt test unit integration e2e test-gpu \
-        demo cluster-up cluster-down cluster-status bench clean
+        demo cluster-up cluster-down cluster-status bench clean images
 .PHONY: docs sync-chart
 
 help: ## list the targets
@@ -33,6 +33,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt hack/install-python.sh
 tools: ## Go-built control plane (etcd, kube-*, kubectl, kwok) and helm, cached by version
 	@hack/build-tools.sh
 
+images: system-deps venv ## the operator and inference images (buildah, no registry), as OCI archives in $(KUBERANK_CACHE)/images, cached by content
+	@hack/build-images.sh
+
 lint: venv ## ruff, mypy --strict, import-linter
 	@echo "==> ruff"; $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	@echo "==> mypy --strict"; $(VENV)/bin/mypy
@@ -41,7 +44,7 @@ lint: venv ## ruff, mypy --strict, import-linter
 fmt: venv ## format and autofix
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
-test: deps lint ## install everything, lint, run the whole suite
+test: deps lint images ## install everything, lint, build the images, run the whole suite
 	@echo "==> pytest (unit, integration, e2e; gpu tests skip without CUDA)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -51,7 +54,7 @@ unit: venv ## unit tests only
 integration: venv ## integration tests only
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-e2e: deps ## end-to-end tests on the local control plane
+e2e: deps images ## end-to-end tests on the local control plane
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 GPU_TESTS := $(sort $(wildcard tests/*/*/test_*gpu*.py))

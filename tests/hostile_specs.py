@@ -15,7 +15,7 @@ from typing import Any
 # The namespace the e2e's admin allows GPU tuning in, and the one host path prefix it allows.
 TUNING_NAMESPACE_SUFFIX = "-tuning"
 ALLOWED_HOST_PATH = "/var/lib/kuberank/models"
-ALLOWED_REPOSITORY = "ghcr.io/kuberank/kuberank"
+ALLOWED_REPOSITORY = "ghcr.io/kuberank/kuberank-inference"
 
 
 def base_spec() -> dict[str, Any]:

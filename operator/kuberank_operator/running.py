@@ -122,6 +122,7 @@ async def start(
                 sidecar_pod_resources=config.sidecar_pod_resources,
                 sidecar_image=config.sidecar_image,
                 sidecar_image_pull_policy=config.sidecar_image_pull_policy,
+                accelerator=config.accelerator,
             ),
         ),
     )

@@ -23,7 +23,7 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from kuberank_operator.cluster.admission_source import configmap_ref
-from kuberank_operator.model.specs import ImageSpec
+from kuberank_operator.model.specs import ACCELERATORS, SIDECAR_IMAGE, Accelerator, ImageSpec
 from kuberank_operator.rendering.alertrules import DEFAULT_RUNBOOK_BASE_URL
 
 ENV_PREFIX = "KUBERANK_"
@@ -106,6 +106,12 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return check
 
 
+def _accelerator(value: object) -> object:
+    if isinstance(value, str) and value not in ACCELERATORS:
+        raise ValueError(f"choose one of {', '.join(ACCELERATORS)}")
+    return value
+
+
 Switch = Annotated[bool, BeforeValidator(parse_bool)]
 Count = Annotated[int, AfterValidator(_at_least_one)]
 Port = Annotated[int, AfterValidator(_port)]
@@ -172,6 +178,15 @@ class OperatorConfig(BaseSettings):
         default=15,
         description="Lease duration: a leader that stops renewing is replaced after this long",
     )
+    accelerator: Annotated[Accelerator, BeforeValidator(_accelerator)] = Field(
+        default="nvidia",
+        description="what inference pods compute on. nvidia: each pod requests one GPU or MIG "
+        "slice (spec.gpu.resourceName) and its sidecar reads the card through NVML. none: for "
+        "clusters without GPUs (kind, minikube): pods request no GPU, GPU nodeSelector labels "
+        "and tolerations (nvidia.com/...) are dropped, the inference server runs the model on "
+        "CPU and the sidecar plays one fake card (its fake NVML backend); everything else is as "
+        "in production. Shown as status.accelerator (cpu) and in `kubectl get rrd`",
+    )
     sidecar_pod_resources: Switch = Field(
         default=False,
         description="mount the kubelet pod-resources socket (hostPath) into each GPU sidecar so "
@@ -187,7 +202,7 @@ class OperatorConfig(BaseSettings):
         "hostPath models, no GPU tuning, only the kuberank image, ClusterIP Services only)",
     )
     sidecar_image: str = Field(
-        default=ImageSpec().reference,
+        default=SIDECAR_IMAGE,
         description="image of every pod's telemetry and tuning sidecar: the operator's own "
         "image (the chart sets it); never taken from a RerankerDeployment",
     )

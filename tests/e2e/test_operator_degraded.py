@@ -29,7 +29,7 @@ def container(name: str, *, ready: bool, state: dict[str, Any], last: dict[str, 
               restarts: int = 0) -> dict[str, Any]:  # fmt: skip
     return {
         "name": name,
-        "image": "ghcr.io/kuberank/kuberank:0.1.0",
+        "image": "ghcr.io/kuberank/kuberank-inference:0.1.0",
         "imageID": "",
         "ready": ready,
         "started": ready,

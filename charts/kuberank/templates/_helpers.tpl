@@ -100,11 +100,11 @@ true
 {{- printf "%s-admission" (include "kuberank.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Repositories RerankerDeployments may pull from: the admin's list, else the chart's own. */}}
+{{/* Repositories RerankerDeployments may pull from: the admin's list, else the chart's inference image. */}}
 {{- define "kuberank.allowedImageRepositories" -}}
 {{- if .Values.admission.allowedImageRepositories }}
 {{- join "," .Values.admission.allowedImageRepositories }}
 {{- else }}
-{{- printf "%s/%s" .Values.image.registry .Values.image.repository | trimPrefix "/" }}
+{{- printf "%s/%s" .Values.image.registry .Values.inferenceImage.repository | trimPrefix "/" }}
 {{- end }}
 {{- end }}

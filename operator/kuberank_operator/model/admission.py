@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kuberank_operator.model.specs import INFERENCE_IMAGE_REPOSITORY
+
 # The ConfigMap keys the chart writes (charts/kuberank/templates/configmap-admission.yaml).
 TUNING_NAMESPACES = "tuningNamespaces"
 HOST_PATH_PREFIXES = "allowedHostPathPrefixes"
@@ -29,7 +31,8 @@ RESERVED_ANNOTATION_PREFIXES = (
     "io.cri-o.",
 )
 
-DEFAULT_IMAGE_REPOSITORY = "ghcr.io/kuberank/kuberank"
+# The inference image's repository (spec.image's default): the only one allowed by default.
+DEFAULT_IMAGE_REPOSITORY = INFERENCE_IMAGE_REPOSITORY
 # In tuningNamespaces: every namespace.
 ANY = "*"
 

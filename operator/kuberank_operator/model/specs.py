@@ -18,6 +18,20 @@ from typing import Any, Literal
 SourceKind = Literal["pvc", "hostPath", "image"]
 AutoscalingMode = Literal["builtin", "external", "off"]
 CalibrationMode = Literal["auto", "on", "off"]
+# What inference pods compute on, operator-wide (--accelerator): nvidia requests one GPU or MIG
+# slice per pod (spec.gpu.resourceName); none runs the model on CPU with the sidecar on its fake
+# NVML backend, for clusters without GPUs (kind, minikube), never the default.
+Accelerator = Literal["nvidia", "none"]
+ACCELERATORS: tuple[Accelerator, ...] = ("nvidia", "none")
+# status.accelerator (and the Accelerator column of `kubectl get rrd`) under --accelerator=none.
+CPU_ONLY = "cpu"
+# Node labels and taint keys of GPU nodes: dropped from nodeSelector and tolerations on CPU.
+GPU_LABEL_PREFIX = "nvidia.com/"
+
+
+def accelerator_shown(accelerator: Accelerator, resource_name: str) -> str:
+    """status.accelerator: the extended resource each pod holds one of, or cpu."""
+    return CPU_ONLY if accelerator == "none" else resource_name
 
 
 # How long a pod may stay stuck after a critical XID before it is restarted: operator-wide, not
@@ -48,10 +62,17 @@ class ModelSpec:
     max_length: int = 512
 
 
+# The two images ./Dockerfile builds (hack/build-images.sh, `make images`): the operator's, which
+# also runs every pod's sidecar and holds no torch, and the inference server's.
+OPERATOR_IMAGE_REPOSITORY = "ghcr.io/kuberank/kuberank-operator"
+INFERENCE_IMAGE_REPOSITORY = "ghcr.io/kuberank/kuberank-inference"
+IMAGE_TAG = "0.1.0"
+
+
 @dataclass(frozen=True)
 class ImageSpec:
-    repository: str = "ghcr.io/kuberank/kuberank"
-    tag: str = "0.1.0"
+    repository: str = INFERENCE_IMAGE_REPOSITORY
+    tag: str = IMAGE_TAG
     pull_policy: str = "IfNotPresent"
     pull_secrets: tuple[str, ...] = ()
 
@@ -60,6 +81,10 @@ class ImageSpec:
         # A digest is written repository@sha256:…, a tag repository:tag.
         sep = "@" if self.tag.startswith("sha256:") else ":"
         return f"{self.repository}{sep}{self.tag}"
+
+
+# --sidecar-image's default: the operator's own image (the chart passes its image.*).
+SIDECAR_IMAGE = f"{OPERATOR_IMAGE_REPOSITORY}:{IMAGE_TAG}"
 
 
 @dataclass(frozen=True)

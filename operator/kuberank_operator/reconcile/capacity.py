@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kuberank_operator.model.observations import NodeSummary, PodSummary
+from kuberank_operator.model.specs import CPU_ONLY
 
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 
@@ -137,3 +138,8 @@ def count_capacity(
         matching += 1
         free += max(0, allocatable - held.get(node.name, 0))
     return Capacity(resource_name=resource_name, needed=needed, free=free, matching_nodes=matching)
+
+
+def cpu_capacity() -> Capacity:
+    """Under --accelerator=none pods request no device: nothing to count, never limited."""
+    return Capacity(resource_name=CPU_ONLY, needed=0, free=0, matching_nodes=0)

@@ -28,7 +28,7 @@ from kuberank_operator.model.resources import Key
 from kuberank_operator.model.signals import PodTuning
 from kuberank_operator.model.specs import RerankerSpec
 from kuberank_operator.reconcile import planning, statuses
-from kuberank_operator.reconcile.capacity import count_capacity
+from kuberank_operator.reconcile.capacity import count_capacity, cpu_capacity
 from kuberank_operator.reconcile.workqueue import QueueClosedError, WorkQueue
 from kuberank_operator.rendering.children import RenderOptions, render_children
 from kuberank_operator.telemetry import metrics
@@ -269,15 +269,20 @@ class Controller:
         self, owner: Owner, spec: RerankerSpec, apply_error: str | None
     ) -> statuses.StatusView:
         children = self._world.children(owner.key)
-        capacity = count_capacity(
-            resource_name=spec.gpu.resource_name,
-            needed=spec.replicas,
-            owner=owner.key,
-            node_selector=spec.node_selector,
-            tolerations=spec.tolerations,
-            affinity=spec.affinity,
-            nodes=self._world.nodes(),
-            pods=self._world.gpu_pods(),
+        accelerator = self._options.render.accelerator
+        capacity = (
+            count_capacity(
+                resource_name=spec.gpu.resource_name,
+                needed=spec.replicas,
+                owner=owner.key,
+                node_selector=spec.node_selector,
+                tolerations=spec.tolerations,
+                affinity=spec.affinity,
+                nodes=self._world.nodes(),
+                pods=self._world.gpu_pods(),
+            )
+            if accelerator == "nvidia"
+            else cpu_capacity()
         )
         return statuses.compute_status(
             statuses.Observed(
@@ -289,6 +294,7 @@ class Controller:
                 capacity=capacity,
                 apply_error=apply_error,
                 tuning_states=self._tuning_states(owner.key),
+                accelerator=accelerator,
             )
         )
 

@@ -14,7 +14,7 @@ from typing import Any
 from kuberank_operator.model import naming
 from kuberank_operator.model.observations import ChildSummary, ContainerProblem, PodSummary
 from kuberank_operator.model.signals import PodTuning
-from kuberank_operator.model.specs import RerankerSpec
+from kuberank_operator.model.specs import Accelerator, RerankerSpec, accelerator_shown
 from kuberank_operator.reconcile.capacity import Capacity
 
 READY = "Ready"
@@ -25,7 +25,15 @@ TUNING_APPLIED = "TuningApplied"
 
 # The reconciler's fields besides observedGeneration, state, reason and conditions: an invalid
 # spec keeps them as last written (the reconciler applies all it owns every time).
-COUNTED_FIELDS = ("replicas", "readyReplicas", "updatedReplicas", "selector", "ready", "capacity")
+COUNTED_FIELDS = (
+    "replicas",
+    "readyReplicas",
+    "updatedReplicas",
+    "selector",
+    "ready",
+    "capacity",
+    "accelerator",
+)
 
 # Most severe first: the Degraded reason names the worst thing seen.
 PROBLEM_SEVERITY = ("OOMKilled", "CrashLoopBackOff", "ImagePullBackOff", "ContainerConfigError")
@@ -55,6 +63,8 @@ class Observed:
     apply_error: str | None = None
     # Per pod, what its sidecar reports of GPU tuning; pods not (yet) read are absent.
     tuning_states: Mapping[str, PodTuning] | None = None
+    # The operator's --accelerator: none runs the pods on CPU (status.accelerator: cpu).
+    accelerator: Accelerator = "nvidia"
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,8 @@ class StatusView:
     reason: str
     capacity: Capacity
     conditions: tuple[Condition, ...]
+    # status.accelerator: the GPU resource each pod holds one of, or cpu.
+    accelerator: str = ""
 
     def condition(self, type_: str) -> Condition:
         return next(c for c in self.conditions if c.type == type_)
@@ -179,7 +191,15 @@ def _progressing(observed: Observed, *, desired: int, ready: int) -> Condition:
     return Condition(PROGRESSING, "False", "Complete", f"{ready}/{desired} pods updated and ready")
 
 
-def _capacity(capacity: Capacity) -> Condition:
+def _capacity(capacity: Capacity, accelerator: Accelerator) -> Condition:
+    if accelerator == "none":
+        return Condition(
+            CAPACITY_LIMITED,
+            "False",
+            "NoAccelerator",
+            "the operator runs with --accelerator=none: pods request no GPU and run the model on "
+            "CPU; the scheduler places them by CPU and memory",
+        )
     if capacity.limited:
         return Condition(CAPACITY_LIMITED, "True", "InsufficientDevices", capacity.message)
     return Condition(CAPACITY_LIMITED, "False", "SufficientDevices", capacity.message)
@@ -277,7 +297,7 @@ def compute_status(observed: Observed) -> StatusView:
         _ready(observed, desired=desired, ready=ready, degraded=degraded, crash=crash),
         _progressing(observed, desired=desired, ready=ready),
         degraded,
-        _capacity(observed.capacity),
+        _capacity(observed.capacity, observed.accelerator),
         _tuning(observed),
     )
     by_type = {c.type: c for c in conditions}
@@ -302,6 +322,7 @@ def compute_status(observed: Observed) -> StatusView:
         reason=reason,
         capacity=observed.capacity,
         conditions=conditions,
+        accelerator=accelerator_shown(observed.accelerator, observed.spec.gpu.resource_name),
     )
 
 
@@ -339,6 +360,7 @@ def status_patch(
         "ready": view.ready,
         "state": view.state,
         "reason": view.reason,
+        "accelerator": view.accelerator,
         "capacity": {
             "resourceName": cap.resource_name,
             "needed": cap.needed,

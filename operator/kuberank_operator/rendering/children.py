@@ -2,7 +2,9 @@
 
 Pure: a spec goes in, plain dicts ready for server-side apply come out. Every pod holds exactly
 one GPU or MIG slice; the inference container and the GPU sidecar share an emptyDir on which the
-inference server writes the device handshake the sidecar reads.
+inference server writes the device handshake the sidecar reads. Under --accelerator=none the
+same pod runs the model on CPU: no GPU request, no GPU node selection or tolerations, and the
+sidecar plays one fake card (its fake NVML backend), everything else unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ from typing import Any
 
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
-from kuberank_operator.model.specs import BatchingSpec, ImageSpec, ModelSource, RerankerSpec
+from kuberank_operator.model.specs import (
+    GPU_LABEL_PREFIX,
+    SIDECAR_IMAGE,
+    Accelerator,
+    BatchingSpec,
+    ImageSpec,
+    ModelSource,
+    RerankerSpec,
+)
 
 HANDSHAKE_VOLUME = "device-handshake"
 MODELS_VOLUME = "models"
@@ -24,6 +34,8 @@ POD_RESOURCES_VOLUME = "pod-resources"
 POD_RESOURCES_DIR = "/var/lib/kubelet/pod-resources"
 # The image's numeric non-root user (Dockerfile KUBERANK_UID).
 NON_ROOT_UID = 65532
+# Under --accelerator=none the sidecar plays this fake card, device 0 of the profile.
+CPU_FAKE_PROFILE = "h100x1"
 # Loading a large model onto a GPU can take minutes; the startup probe allows ten.
 STARTUP_PROBE_PERIOD_S = 5
 STARTUP_PROBE_FAILURES = 120
@@ -37,8 +49,14 @@ class RenderOptions:
     sidecar_pod_resources: bool = False
     # The sidecar runs the operator's own image (--sidecar-image), never one a RerankerDeployment
     # names: with GPU tuning it is root with CAP_SYS_ADMIN.
-    sidecar_image: str = ImageSpec().reference
+    sidecar_image: str = SIDECAR_IMAGE
     sidecar_image_pull_policy: str = ImageSpec().pull_policy
+    # nvidia: one GPU or MIG slice per pod; none: CPU, the sidecar on its fake NVML backend.
+    accelerator: Accelerator = "nvidia"
+
+    @property
+    def cpu_only(self) -> bool:
+        return self.accelerator == "none"
 
 
 def _container_port(name: str, number: int) -> dict[str, Any]:
@@ -74,15 +92,16 @@ def _models_volume(source: ModelSource) -> dict[str, Any]:
     }
 
 
-def inference_env(spec: RerankerSpec) -> list[dict[str, Any]]:
+def inference_env(spec: RerankerSpec, options: RenderOptions | None = None) -> list[dict[str, Any]]:
     """Environment of the inference server: each KUBERANK_FOO_BAR sets its --foo-bar flag."""
+    cpu_only = (options or RenderOptions()).cpu_only
     env = [
         _env("KUBERANK_PORT", naming.INFERENCE_PORT),
         _env("KUBERANK_MODEL", model_dir(spec.model.source)),
         _env("KUBERANK_MODEL_ID", spec.model.id),
         _env("KUBERANK_TASK", spec.model.task),
         _env("KUBERANK_DTYPE", spec.model.dtype),
-        _env("KUBERANK_DEVICE", "cuda"),
+        _env("KUBERANK_DEVICE", "cpu" if cpu_only else "cuda"),
         _env("KUBERANK_MAX_INPUT_LENGTH", spec.model.max_length),
         _env("KUBERANK_MAX_BATCH_REQUESTS", spec.batching.max_batch_requests),
         _env("KUBERANK_MAX_CONCURRENT_PAIRS", spec.batching.max_concurrent_pairs),
@@ -128,7 +147,10 @@ def batching_env(batching: BatchingSpec) -> list[dict[str, Any]]:
 
 
 def mounts_pod_resources(spec: RerankerSpec, options: RenderOptions) -> bool:
-    """Tuning always gets the socket: the sidecar must prove no other pod shares the GPU."""
+    """Tuning always gets the socket: the sidecar must prove no other pod shares the GPU. On CPU
+    the pod holds no device the kubelet could list."""
+    if options.cpu_only:
+        return False
     return spec.sidecar.enabled and (options.sidecar_pod_resources or spec.gpu.tuning_requested)
 
 
@@ -145,11 +167,25 @@ def sidecar_env(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, An
         _field_env("KUBERANK_POD_NAME", "metadata.name"),
         _field_env("KUBERANK_POD_NAMESPACE", "metadata.namespace"),
         _field_env("NODE_NAME", "spec.nodeName"),
+    ]
+    if options.cpu_only:
+        # No GPU, no driver: one scripted card stands for the device the pod would hold, so
+        # the metrics, labels and tuning plumbing are the production ones. Tuning it touches
+        # no hardware, so no pod-resources proof of exclusivity is needed (or possible).
+        env += [
+            _env("KUBERANK_BACKEND", "fake"),
+            _env("KUBERANK_FAKE_PROFILE", CPU_FAKE_PROFILE),
+            _env("KUBERANK_DEVICES", "0"),
+        ]
+        if spec.gpu.tuning_requested:
+            env.append(_env("KUBERANK_TUNING_ASSUME_EXCLUSIVE", "true"))
+    else:
         # NVML needs the driver's device nodes; the sidecar holds no GPU of its own and
         # exports only the device its pod was given (pod-resources API or handshake file).
-        _env("NVIDIA_VISIBLE_DEVICES", "all"),
-        _env("NVIDIA_DRIVER_CAPABILITIES", "utility"),
-    ]
+        env += [
+            _env("NVIDIA_VISIBLE_DEVICES", "all"),
+            _env("NVIDIA_DRIVER_CAPABILITIES", "utility"),
+        ]
     if mounts_pod_resources(spec, options):
         env.append(_env("KUBERANK_POD_RESOURCES_SOCKET", f"{POD_RESOURCES_DIR}/kubelet.sock"))
     gpu = spec.gpu
@@ -181,9 +217,12 @@ def _restricted_security_context() -> dict[str, Any]:
     }
 
 
-def sidecar_security_context(spec: RerankerSpec) -> dict[str, Any]:
-    """CAP_SYS_ADMIN only when tuning is asked for; NVML's setters need it and root."""
-    if not spec.gpu.tuning_requested:
+def sidecar_security_context(
+    spec: RerankerSpec, options: RenderOptions | None = None
+) -> dict[str, Any]:
+    """CAP_SYS_ADMIN only when tuning is asked for; NVML's setters need it and root (the fake
+    card of --accelerator=none needs neither)."""
+    if not spec.gpu.tuning_requested or (options or RenderOptions()).cpu_only:
         return _restricted_security_context()
     # Kubernetes grants added capabilities to root only (no ambient capabilities for others).
     return {
@@ -195,9 +234,15 @@ def sidecar_security_context(spec: RerankerSpec) -> dict[str, Any]:
     }
 
 
-def _gpu_resources(spec: RerankerSpec) -> dict[str, Any]:
+def _gpu_resources(spec: RerankerSpec, options: RenderOptions) -> dict[str, Any]:
     requests = dict(spec.resources.get("requests") or {})
     limits = dict(spec.resources.get("limits") or {})
+    if options.cpu_only:
+        # spec.resources as written, minus any extended GPU resource a manifest names itself.
+        return {
+            "requests": {k: v for k, v in requests.items() if not k.startswith(GPU_LABEL_PREFIX)},
+            "limits": {k: v for k, v in limits.items() if not k.startswith(GPU_LABEL_PREFIX)},
+        }
     # Extended resources must be equal in requests and limits: exactly one device per pod.
     requests[spec.gpu.resource_name] = 1
     limits[spec.gpu.resource_name] = 1
@@ -215,15 +260,16 @@ def _http_probe(
     }
 
 
-def inference_container(spec: RerankerSpec) -> dict[str, Any]:
+def inference_container(spec: RerankerSpec, options: RenderOptions | None = None) -> dict[str, Any]:
+    opts = options or RenderOptions()
     return {
         "name": naming.INFERENCE_CONTAINER,
         "image": spec.image.reference,
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["kuberank-inference"],
-        "env": inference_env(spec),
+        "env": inference_env(spec, opts),
         "ports": [_container_port(naming.INFERENCE_PORT_NAME, naming.INFERENCE_PORT)],
-        "resources": _gpu_resources(spec),
+        "resources": _gpu_resources(spec, opts),
         "startupProbe": _http_probe(
             "/ready", "http", period=STARTUP_PROBE_PERIOD_S, failures=STARTUP_PROBE_FAILURES
         ),
@@ -259,7 +305,7 @@ def sidecar_container(spec: RerankerSpec, options: RenderOptions) -> dict[str, A
         # No readiness probe: a telemetry hiccup must not take the pod out of the Service.
         "livenessProbe": _http_probe("/healthz", "gpu-metrics", period=10, failures=3),
         "volumeMounts": mounts,
-        "securityContext": sidecar_security_context(spec),
+        "securityContext": sidecar_security_context(spec, options),
     }
 
 
@@ -283,8 +329,23 @@ def _volumes(spec: RerankerSpec, options: RenderOptions) -> list[dict[str, Any]]
     return volumes
 
 
+def _placement(
+    spec: RerankerSpec, options: RenderOptions
+) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """nodeSelector and tolerations; on CPU without the GPU nodes' labels and taints
+    (nvidia.com/…), which no CPU node carries."""
+    selector = dict(spec.node_selector)
+    tolerations = [dict(t) for t in spec.tolerations]
+    if options.cpu_only:
+        selector = {k: v for k, v in selector.items() if not k.startswith(GPU_LABEL_PREFIX)}
+        tolerations = [
+            t for t in tolerations if not str(t.get("key") or "").startswith(GPU_LABEL_PREFIX)
+        ]
+    return selector, tolerations
+
+
 def pod_spec(spec: RerankerSpec, *, name: str, options: RenderOptions) -> dict[str, Any]:
-    containers = [inference_container(spec)]
+    containers = [inference_container(spec, options)]
     if spec.sidecar.enabled:
         containers.append(sidecar_container(spec, options))
     pod: dict[str, Any] = {
@@ -304,10 +365,11 @@ def pod_spec(spec: RerankerSpec, *, name: str, options: RenderOptions) -> dict[s
             }
         ],
     }
-    if spec.node_selector:
-        pod["nodeSelector"] = dict(spec.node_selector)
-    if spec.tolerations:
-        pod["tolerations"] = [dict(t) for t in spec.tolerations]
+    node_selector, tolerations = _placement(spec, options)
+    if node_selector:
+        pod["nodeSelector"] = node_selector
+    if tolerations:
+        pod["tolerations"] = tolerations
     if spec.affinity:
         pod["affinity"] = dict(spec.affinity)
     if spec.priority_class_name:

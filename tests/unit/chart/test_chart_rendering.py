@@ -82,7 +82,7 @@ def test_defaults_render_the_operator_and_its_rbac(render: Render) -> None:
     assert deployment["metadata"]["name"] == "kuberank"
     assert deployment["metadata"]["namespace"] == "kuberank-system"
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["image"] == f"ghcr.io/kuberank/kuberank:{chart_app_version()}"
+    assert container["image"] == f"ghcr.io/kuberank/kuberank-operator:{chart_app_version()}"
     assert container["command"] == ["kuberank-operator"]
 
 
@@ -221,7 +221,7 @@ def test_image_digest_wins_over_tag(render: Render) -> None:
     digest = "sha256:" + "ab" * 32
     objects = render(f"image.digest={digest}", "image.tag=9.9.9", "image.registry=registry.local")
     image = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == f"registry.local/kuberank/kuberank@{digest}"
+    assert image == f"registry.local/kuberank/kuberank-operator@{digest}"
 
 
 def test_webhook_token_secret_is_wired_into_the_operator(render: Render) -> None:
@@ -394,3 +394,27 @@ def test_prometheus_rule_groups_pass_promtool(render: Render, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
+
+
+def test_gpu_enabled_false_runs_the_operator_without_accelerator(render: Render) -> None:
+    def accelerator(*values: str) -> list[str]:
+        objects = render(*values)
+        args = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+        return [a for a in args if a.startswith("--accelerator")]
+
+    assert accelerator() == ["--accelerator=nvidia"], "GPUs are the default"
+    assert accelerator("gpu.enabled=false") == ["--accelerator=none"]
+
+
+def test_images_default_to_the_two_built_images(render: Render) -> None:
+    """The operator (and sidecar) image and, for admission, the inference image's repository."""
+    objects = render()
+    container = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    operator_image = f"ghcr.io/kuberank/kuberank-operator:{chart_app_version()}"
+    assert container["image"] == operator_image
+    assert f"--sidecar-image={operator_image}" in container["args"]
+    rules = one(objects, "ConfigMap", unless="-none")["data"]
+    assert rules["allowedImageRepositories"] == "ghcr.io/kuberank/kuberank-inference"
+    moved = render("image.registry=registry.example.com")
+    rules = one(moved, "ConfigMap", unless="-none")["data"]
+    assert rules["allowedImageRepositories"] == "registry.example.com/kuberank/kuberank-inference"

