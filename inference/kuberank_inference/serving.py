@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 
 from aiohttp import web
@@ -16,6 +17,14 @@ from kuberank_inference.config import ServerConfig
 log = logging.getLogger(__name__)
 
 
+def compile_in_process() -> None:
+    """One CUDA process per server: torch.compile's default worker pool forks processes that
+    inherit the device (pytorch/pytorch#134084); NVML lists each of them on the card, where they
+    hold memory and make the sidecar's tuning see a second pod's processes. One compile thread
+    compiles the few fused kernels in this process instead (an explicit value is kept)."""
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+
 def load_torch_model(config: ServerConfig) -> ModelLoader:
     """The real loader; torch is imported only once the server runs (not for --help)."""
 
@@ -23,6 +32,7 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
         from kuberank_inference.sources import go_offline, resolve_model
 
         go_offline()
+        compile_in_process()
         from kuberank_inference.torchmodel.settings import RunnerSettings
 
         source = resolve_model(config.model)
