@@ -153,7 +153,7 @@ promop_ldflags+=" -X github.com/prometheus/common/version.BuildUser=kuberank"
 promop_ldflags+=" -X github.com/prometheus/common/version.BuildDate=@BUILD_DATE@"
 build_set prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" prometheus-operator \
   github.com/prometheus-operator/prometheus-operator "$promop_ldflags" \
-  "version ${PROMETHEUS_OPERATOR_VERSION#v}" "~4 min on 2 cores" \
+  "version ${PROMETHEUS_OPERATOR_VERSION#v}" "~5 min on 2 cores, 9 when they are busy" \
   github.com/prometheus-operator/prometheus-operator/cmd/operator=operator
 # its CRDs as its module ships them (example/prometheus-operator-crd), beside the binary
 promop_crds="$bin_root/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/crds"
@@ -174,5 +174,5 @@ fi
 # version_of reads the module version from the binary's build info)
 build_set prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" prometheus-adapter \
   sigs.k8s.io/prometheus-adapter "" "sigs.k8s.io/prometheus-adapter $PROMETHEUS_ADAPTER_VERSION" \
-  "~4 min on 2 cores" sigs.k8s.io/prometheus-adapter/cmd/adapter=adapter
+  "~5 min on 2 cores, 16 when they are busy" sigs.k8s.io/prometheus-adapter/cmd/adapter=adapter
 echo "==> tools ready in $bin_root"

@@ -48,7 +48,7 @@ def prometheus_adapter_binary() -> Path:
     path = cache_dir() / "bin" / f"prometheus-adapter-{version}" / "adapter"
     if not os.access(path, os.X_OK):
         raise ToolchainMissingError(
-            f"prometheus-adapter is not built: missing {path}. Run `make tools` (~4 min)"
+            f"prometheus-adapter is not built: missing {path}. Run `make tools` (~5 min)"
         )
     return path
 

@@ -78,7 +78,7 @@ def prometheus_operator_tools() -> PrometheusOperatorTools:
     if not os.access(binary, os.X_OK) or not crds:
         raise ToolchainMissingError(
             f"the Prometheus Operator is not built: missing {binary} or its CRDs in "
-            f"{directory / 'crds'}. Run `make tools` (first build: ~4 min)"
+            f"{directory / 'crds'}. Run `make tools` (first build: ~5 min)"
         )
     return PrometheusOperatorTools(version=version, binary=binary, crds=crds)
 
