@@ -24,7 +24,6 @@ address, its CA and the token of the Prometheus' ServiceAccount.
 from __future__ import annotations
 
 import base64
-import contextlib
 import gzip
 import hashlib
 import json
@@ -55,7 +54,7 @@ from localcluster.toolchain import (
 MONITORING_API = "monitoring.coreos.com/v1"
 # what Prometheus' in-cluster kubernetes_sd reads from the pod's ServiceAccount mount
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-FOLLOW_INTERVAL_S = 1.0
+FOLLOW_INTERVAL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +154,8 @@ class PrometheusOperator:
         except BaseException:
             self.stop()
             raise
+
+    last_error = ""  # (it is no follower)
 
     def stop(self) -> None:
         stop([self._component], popens={self._popen.pid: self._popen})
@@ -285,6 +286,7 @@ class _Follower:
         self._popen: subprocess.Popen[bytes] | None = None
         self._digest = ""
         self.reloads = 0
+        self.last_error = ""  # of the last failed poll, for a failing test's output
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow, name=f"follow-{name}", daemon=True)
 
@@ -321,8 +323,10 @@ class _Follower:
 
     def _follow(self) -> None:
         while not self._stop.wait(FOLLOW_INTERVAL_S):
-            with contextlib.suppress(Exception):  # a failed poll is retried on the next one
+            try:
                 self._sync()
+            except Exception as error:  # a failed poll is retried on the next one
+                self.last_error = f"{type(error).__name__}: {error}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -332,12 +336,43 @@ class _Follower:
             stop([self._component], popens={self._popen.pid: self._popen})
 
 
-def _get_json(cluster: LocalCluster, *args: str) -> dict[str, Any] | None:
-    result = cluster.kubectl("get", *args, "-o", "json", check=False, timeout=30)
-    if result.returncode != 0:
-        return None
-    body: dict[str, Any] = json.loads(result.stdout)
-    return body
+@dataclass(frozen=True)
+class _NamespaceObjects:
+    """The Secrets, ConfigMaps, Prometheuses and Alertmanagers of one namespace, fetched in one
+    kubectl call (each follower polls every FOLLOW_INTERVAL_S on two shared cores)."""
+
+    by_kind: dict[str, dict[str, dict[str, Any]]]
+
+    @classmethod
+    def fetch(cls, cluster: LocalCluster, namespace: str) -> _NamespaceObjects | None:
+        kinds = ",".join(
+            ("secrets", "configmaps", "prometheuses.monitoring.coreos.com",
+             "alertmanagers.monitoring.coreos.com")
+        )  # fmt: skip
+        result = cluster.kubectl(
+            "get", kinds, "-n", namespace, "-o", "json", check=False, timeout=30
+        )
+        if result.returncode != 0:
+            return None
+        by_kind: dict[str, dict[str, dict[str, Any]]] = {}
+        for item in json.loads(result.stdout)["items"]:
+            by_kind.setdefault(item["kind"], {})[item["metadata"]["name"]] = item
+        return cls(by_kind=by_kind)
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        return self.by_kind.get(kind, {}).get(name) or {}
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return list(self.by_kind.get(kind, {}).values())
+
+
+def _mounted_secrets(objects: _NamespaceObjects, owner: Mapping[str, Any]) -> dict[str, bytes]:
+    """`spec.secrets` of a Prometheus or Alertmanager as its pod mounts them: secrets/S/KEY."""
+    files: dict[str, bytes] = {}
+    for secret_name in (owner.get("spec") or {}).get("secrets") or []:
+        for key, content in _secret_data(objects.get("Secret", secret_name)).items():
+            files[f"secrets/{secret_name}/{key}"] = content
+    return files
 
 
 class OperatedPrometheus:
@@ -389,25 +424,32 @@ class OperatedPrometheus:
     def reloads(self) -> int:
         return self._follower.reloads
 
+    @property
+    def log(self) -> Path:
+        return self._follower.log
+
+    @property
+    def last_error(self) -> str:
+        return self._follower.last_error
+
     def _fetch(self) -> dict[str, bytes] | None:
         """config/prometheus.yaml.gz, rules/CM/FILE, certs/FILE, secrets/S/FILE (pod paths)."""
-        ns = ["-n", self.namespace]
-        secret = _get_json(self._cluster, "secret", f"prometheus-{self.name}", *ns)
-        if secret is None or "prometheus.yaml.gz" not in (secret.get("data") or {}):
+        objects = _NamespaceObjects.fetch(self._cluster, self.namespace)
+        if objects is None:
             return None
-        files = {"config/prometheus.yaml.gz": _secret_data(secret)["prometheus.yaml.gz"]}
-        rules = _get_json(self._cluster, "configmaps", *ns, "-l", f"prometheus-name={self.name}")
-        for cm in (rules or {}).get("items", []):
+        config = _secret_data(objects.get("Secret", f"prometheus-{self.name}"))
+        if "prometheus.yaml.gz" not in config:
+            return None
+        files = {"config/prometheus.yaml.gz": config["prometheus.yaml.gz"]}
+        for cm in objects.of_kind("ConfigMap"):
+            if (cm["metadata"].get("labels") or {}).get("prometheus-name") != self.name:
+                continue
             for key, text in (cm.get("data") or {}).items():
                 files[f"rules/{cm['metadata']['name']}/{key}"] = text.encode()
-        tls = _get_json(self._cluster, "secret", f"prometheus-{self.name}-tls-assets-0", *ns)
-        for key, content in _secret_data(tls or {}).items():
+        tls = objects.get("Secret", f"prometheus-{self.name}-tls-assets-0")
+        for key, content in _secret_data(tls).items():
             files[f"certs/{key}"] = content
-        prometheus = _get_json(self._cluster, "prometheus", self.name, *ns) or {}
-        for secret_name in (prometheus.get("spec") or {}).get("secrets") or []:
-            mounted = _get_json(self._cluster, "secret", secret_name, *ns)
-            for key, content in _secret_data(mounted or {}).items():
-                files[f"secrets/{secret_name}/{key}"] = content
+        files.update(_mounted_secrets(objects, objects.get("Prometheus", self.name)))
         return files
 
     def _materialize(self, files: dict[str, bytes]) -> None:
@@ -497,18 +539,24 @@ class OperatedAlertmanager:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
+    @property
+    def log(self) -> Path:
+        return self._follower.log
+
+    @property
+    def last_error(self) -> str:
+        return self._follower.last_error
+
     def _fetch(self) -> dict[str, bytes] | None:
-        ns = ["-n", self.namespace]
-        secret = _get_json(self._cluster, "secret", f"alertmanager-{self.name}-generated", *ns)
-        data = _secret_data(secret or {})
+        """config/alertmanager.yaml.gz and secrets/S/FILE (pod paths)."""
+        objects = _NamespaceObjects.fetch(self._cluster, self.namespace)
+        if objects is None:
+            return None
+        data = _secret_data(objects.get("Secret", f"alertmanager-{self.name}-generated"))
         if "alertmanager.yaml.gz" not in data:
             return None
         files = {"config/alertmanager.yaml.gz": data["alertmanager.yaml.gz"]}
-        alertmanager = _get_json(self._cluster, "alertmanager", self.name, *ns) or {}
-        for secret_name in (alertmanager.get("spec") or {}).get("secrets") or []:
-            mounted = _get_json(self._cluster, "secret", secret_name, *ns)
-            for key, content in _secret_data(mounted or {}).items():
-                files[f"secrets/{secret_name}/{key}"] = content
+        files.update(_mounted_secrets(objects, objects.get("Alertmanager", self.name)))
         return files
 
     def _materialize(self, files: dict[str, bytes]) -> None:
@@ -673,13 +721,16 @@ class MonitoringStack:
                                                   "items": objects}),
         )  # fmt: skip
         self._started: list[PrometheusOperator | OperatedAlertmanager | OperatedPrometheus] = []
+        self._launched = self._started.copy()  # kept after stop(), for logs()
         try:
             self.operator = PrometheusOperator(cluster, workdir=workdir, tools=self.tools)
             self._started.append(self.operator)
+            self._launched.append(self.operator)
             self.alertmanager = OperatedAlertmanager(
                 cluster, namespace=namespace, name=release, port=am_port, workdir=workdir
             )
             self._started.append(self.alertmanager)
+            self._launched.append(self.alertmanager)
             access = InClusterAccess.service_account(
                 cluster,
                 namespace=namespace,
@@ -690,16 +741,18 @@ class MonitoringStack:
                 cluster, namespace=namespace, name=release, access=access, workdir=workdir
             )
             self._started.append(self.prometheus)
+            self._launched.append(self.prometheus)
         except BaseException:
             self.stop()
             raise
 
     def logs(self) -> str:
         """The last lines of every process' log, for a failing test's output."""
-        parts = [f"--- {self.operator.log}\n{log_tail(self.operator.log)}"]
-        for name in (f"alertmanager-{self.release}", f"prometheus-{self.release}"):
-            log = self.operator.log.parent / f"{name}.log"
-            parts.append(f"--- {log}\n{log_tail(log)}")
+        parts = []
+        for process in self._launched:
+            parts.append(f"--- {process.log}\n{log_tail(process.log)}")
+            if process.last_error:
+                parts.append(f"(last failed poll: {process.last_error})")
         return "\n".join(parts)
 
     def stop(self) -> None:

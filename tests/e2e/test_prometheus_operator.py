@@ -220,17 +220,24 @@ def test_operator_objects_are_scraped_and_their_alert_scales_through_alertmanage
 
                 with Load(servers):
                     wait_for(lambda: ns.replicas(NAME) == 2, timeout=WAIT, what="scale-up to 2")
+                    # it came through the operator-managed Alertmanager, which holds the alert
+                    # while the load lasts
+                    status, alerts = http_json("GET", f"{stack.alertmanager.url}/api/v2/alerts")
+                    assert status == 200
+                    assert any(
+                        a["labels"].get("alertname") == "KuberankQueueBacklog"
+                        and a["labels"].get("namespace") == ns.name
+                        for a in alerts
+                    ), alerts
                 last = ns.rrd(NAME)["status"]["lastScale"]
                 assert (last["from"], last["to"]) == (1, 2)
                 assert "alert KuberankQueueBacklog" in last["reason"]
-                # it came through the operator-managed Alertmanager: it holds that alert
-                status, alerts = http_json("GET", f"{stack.alertmanager.url}/api/v2/alerts")
-                assert status == 200
-                assert any(
-                    a["labels"].get("alertname") == "KuberankQueueBacklog"
-                    and a["labels"].get("namespace") == ns.name
-                    for a in alerts
-                ), alerts
+                assert (
+                    operator.metric(
+                        'kuberank_operator_scale_decisions_total{direction="up",source="alert"}'
+                    )
+                    == 1
+                )
                 receivers = stack.alertmanager.generated_config()["receivers"]
                 assert any("kuberank-operator" in r["name"] for r in receivers)
         except BaseException:
