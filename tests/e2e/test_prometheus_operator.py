@@ -5,6 +5,8 @@ Alertmanager run from exactly the configuration it generates (localcluster.monit
 
 The chart's PodMonitor and PrometheusRule, rendered with the `monitoring.*` values such a user
 sets, are accepted by the real CRDs and selected; rendered for another release they are not.
+Prometheus loads the chart's rules, and scrapes the chart's operator pod (its Deployment run by
+kwok, the real kuberank operator serving /metrics on that pod's IP) with the pod's labels.
 The PodMonitor and PrometheusRule the kuberank operator renders for a RerankerDeployment are
 accepted and picked up: Prometheus scrapes the inference and sidecar ports of the pod on its IP
 with the pod's labels and loads the resource's rules; under load the queue alert fires, goes
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,13 @@ def _chart_monitoring(cluster: LocalCluster, *, namespace: str, release_label: s
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
 
 
+def pod_monitor_port(cluster: LocalCluster, namespace: str) -> str:
+    """The containerPort of the chart's operator pod named by its PodMonitor (`http`)."""
+    deployment = cluster.kubectl_json("get", "deployment", "kuberank", "-n", namespace)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return str(next(p["containerPort"] for p in container["ports"] if p["name"] == "http"))
+
+
 def _scrape_jobs(stack: MonitoringStack) -> set[str]:
     return {job["job_name"] for job in stack.prometheus.generated_config()["scrape_configs"]}
 
@@ -83,8 +93,33 @@ def _shipped_rule_groups() -> set[str]:
     return names
 
 
+def _chart_operator_pod(cluster: LocalCluster, *, namespace: str) -> tuple[str, str]:
+    """The chart's operator Deployment (and its ServiceAccount), run by kwok: (pod, pod IP)."""
+    rendered = cluster.helm(
+        "template", "kuberank", str(CHART), "-n", namespace,
+        "--show-only", "templates/serviceaccount.yaml",
+        "--show-only", "templates/deployment.yaml",
+    ).stdout  # fmt: skip
+    _apply(cluster, [doc for doc in yaml.safe_load_all(rendered) if doc], namespace)
+    found: list[tuple[str, str]] = []
+
+    def running() -> bool:
+        pods = cluster.kubectl_json(
+            "get", "pods", "-n", namespace, "-l", "app.kubernetes.io/name=kuberank"
+        )["items"]
+        found[:] = [
+            (p["metadata"]["name"], p["status"]["podIP"])
+            for p in pods
+            if p["status"].get("phase") == "Running" and p["status"].get("podIP")
+        ]
+        return len(found) == 1
+
+    wait_for(running, timeout=WAIT, what="the chart's operator pod running on a kwok node")
+    return found[0]
+
+
 def test_chart_objects_are_accepted_and_selected_by_the_release_label(
-    local_cluster: LocalCluster, monitoring_stack: MonitoringStack
+    local_cluster: LocalCluster, monitoring_stack: MonitoringStack, tmp_path: Path
 ) -> None:
     stack = monitoring_stack
     suffix = secrets.token_hex(3)
@@ -120,6 +155,42 @@ def test_chart_objects_are_accepted_and_selected_by_the_release_label(
         assert "KuberankQueueBacklog" in {
             rule for rules in _rule_groups(stack).values() for rule in rules
         }
+
+        # The chart's operator pod (kwok runs it) and the real operator serving /metrics on
+        # that pod's IP and port: the chart's PodMonitor scrapes it, with the pod's labels.
+        install_crd(local_cluster)
+        pod, ip = _chart_operator_pod(local_cluster, namespace=ours)
+        port = int(pod_monitor_port(local_cluster, ours))
+        operator = OperatorProcess(
+            local_cluster,
+            namespaces=[ours],
+            log_path=tmp_path / "operator.log",
+            extra_args=["--metrics-host", ip, "--metrics-port", str(port)],
+        )
+        try:
+            url = f"http://{ip}:{port}/metrics"
+
+            def target() -> dict[str, Any] | None:
+                active = stack.prometheus.api("targets?state=active")["activeTargets"]
+                return next(
+                    (t for t in active if t["scrapePool"] == job and t["scrapeUrl"] == url), None
+                )
+
+            wait_for(
+                lambda: (target() or {}).get("health") == "up",
+                timeout=WAIT,
+                what=f"Prometheus scraping the chart's operator pod at {url}",
+            )
+            labels = (target() or {})["labels"]
+            assert (labels["namespace"], labels["pod"]) == (ours, pod)
+            query = urllib.parse.quote(f'up{{namespace="{ours}",pod="{pod}"}}')
+            series = stack.prometheus.api(f"query?query={query}")["result"]
+            assert series, "the operator's series lack the pod's labels"
+        except BaseException:
+            print(operator.log_tail(40))
+            raise
+        finally:
+            operator.stop()
     finally:
         for namespace in (ours, theirs):
             local_cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
