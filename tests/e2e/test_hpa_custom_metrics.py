@@ -47,14 +47,6 @@ def hpa_for(name: str, *, max_replicas: int, scale_down_window_s: int) -> dict[s
     return hpa
 
 
-def test_readme_hpa_example_is_the_tested_one() -> None:
-    readme = (REPO / "README.md").read_text()
-    assert "<!-- example: deploy/examples/hpa.yaml -->" in readme
-    assert HPA_EXAMPLE.read_text() in readme  # `python -m docgen readme-examples` keeps it so
-    (metric,) = yaml.safe_load(HPA_EXAMPLE.read_text())["spec"]["metrics"]
-    assert metric["pods"]["metric"]["name"] == METRIC
-
-
 def _current(ns: Namespace, name: str) -> list[dict[str, Any]]:
     hpa = ns.cluster.kubectl_json("get", "hpa", name, "-n", ns.name)
     metrics: list[dict[str, Any]] = (hpa.get("status") or {}).get("currentMetrics") or []

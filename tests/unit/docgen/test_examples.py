@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
-from docgen import examples
+from docgen import examples, sources
 
 README = """intro
 <!-- example: deploy/examples/a.yaml -->
@@ -36,3 +37,13 @@ def test_each_block_becomes_its_file() -> None:
 def test_an_unclosed_block_is_an_error() -> None:
     with pytest.raises(ValueError, match="example end"):
         examples.splice(readme="<!-- example: x.yaml -->\n", read=lambda _: "")
+
+
+def test_the_readme_shows_the_hpa_the_e2e_test_runs() -> None:
+    # tests/e2e/test_hpa_custom_metrics.py runs deploy/examples/hpa.yaml; the README includes it
+    readme = sources.README_MD.read_text()
+    assert "deploy/examples/hpa.yaml" in examples.included_paths(readme)
+    hpa = (sources.REPO_ROOT / "deploy" / "examples" / "hpa.yaml").read_text()
+    assert hpa in readme, "run `python -m docgen readme-examples`"
+    (metric,) = yaml.safe_load(hpa)["spec"]["metrics"]
+    assert metric["pods"]["metric"]["name"] == "kuberank_inference_queue_tokens"
