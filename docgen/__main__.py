@@ -18,6 +18,7 @@ TARGETS: dict[str, sources.Generator] = {
     "chart-values": sources.chart_readme,
     "dashboard": sources.grafana_dashboard,
     "readme-bench": sources.readme_benchmarks,
+    "readme-examples": sources.readme_examples,
     "metrics": sources.metrics_reference,
 }
 

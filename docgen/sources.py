@@ -75,3 +75,13 @@ def readme_benchmarks() -> tuple[Path, str]:
 
     body = benchmarks.render(RESULTS_MD.read_text() if RESULTS_MD.exists() else "")
     return README_MD, benchmarks.splice(readme=README_MD.read_text(), body=body)
+
+
+def readme_examples() -> tuple[Path, str]:
+    """README.md with its example manifests copied from the files the tests run."""
+    from docgen import examples
+
+    def read(path: str) -> str:
+        return (REPO_ROOT / path).read_text()
+
+    return README_MD, examples.splice(readme=README_MD.read_text(), read=read)

@@ -31,6 +31,7 @@ version_of() { # binary -> the line that names its version
   case $(basename "$1") in
     kubectl) "$1" version --client ;;
     helm) "$1" version --short ;;
+    adapter) go version -m "$1" | awk '$2 == "sigs.k8s.io/prometheus-adapter" {print $2, $3}' ;; # no --version flag
     *) "$1" --version ;;
   esac 2>&1 | head -n 1
 }
@@ -142,4 +143,36 @@ GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" \
   build_set prometheus "$PROMETHEUS_VERSION" prometheus github.com/prometheus/prometheus \
   "$prom_ldflags" "version $prom_release" "~7 min on 2 cores" \
   github.com/prometheus/prometheus/cmd/prometheus=prometheus
+
+# Prometheus Operator: reconciles Prometheus/Alertmanager objects into config Secrets (the e2e
+# runs the real prometheus/alertmanager from those, see localcluster/monitoringstack.py)
+promop_ldflags="-X github.com/prometheus/common/version.Version=${PROMETHEUS_OPERATOR_VERSION#v}"
+promop_ldflags+=" -X github.com/prometheus/common/version.Revision=$PROMETHEUS_OPERATOR_VERSION"
+promop_ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
+promop_ldflags+=" -X github.com/prometheus/common/version.BuildUser=kuberank"
+promop_ldflags+=" -X github.com/prometheus/common/version.BuildDate=@BUILD_DATE@"
+build_set prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" prometheus-operator \
+  github.com/prometheus-operator/prometheus-operator "$promop_ldflags" \
+  "version ${PROMETHEUS_OPERATOR_VERSION#v}" "~5 min on 2 cores, 9 when they are busy" \
+  github.com/prometheus-operator/prometheus-operator/cmd/operator=operator
+# its CRDs as its module ships them (example/prometheus-operator-crd), beside the binary
+promop_crds="$bin_root/prometheus-operator-$PROMETHEUS_OPERATOR_VERSION/crds"
+if [ ! -d "$promop_crds" ]; then
+  require_go
+  promop_module=$(cd "$here/go/prometheus-operator" &&
+    go list -m -f '{{.Dir}}' github.com/prometheus-operator/prometheus-operator)
+  rm -rf "$bin_root/.tmp-prometheus-operator-crds"
+  mkdir -p "$bin_root/.tmp-prometheus-operator-crds"
+  cp "$promop_module"/example/prometheus-operator-crd/monitoring.coreos.com_*.yaml \
+    "$bin_root/.tmp-prometheus-operator-crds/"
+  chmod 644 "$bin_root/.tmp-prometheus-operator-crds/"*.yaml
+  mv "$bin_root/.tmp-prometheus-operator-crds" "$promop_crds"
+  echo "==> prometheus-operator CRDs: $promop_crds"
+fi
+
+# prometheus-adapter: the custom metrics API from Prometheus queries (it has no --version flag:
+# version_of reads the module version from the binary's build info)
+build_set prometheus-adapter "$PROMETHEUS_ADAPTER_VERSION" prometheus-adapter \
+  sigs.k8s.io/prometheus-adapter "" "sigs.k8s.io/prometheus-adapter $PROMETHEUS_ADAPTER_VERSION" \
+  "~5 min on 2 cores, 16 when they are busy" sigs.k8s.io/prometheus-adapter/cmd/adapter=adapter
 echo "==> tools ready in $bin_root"

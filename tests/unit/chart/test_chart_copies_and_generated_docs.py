@@ -70,12 +70,14 @@ def test_sync_script_reports_drift(tmp_path: Path) -> None:
         sources.chart_readme,
         sources.grafana_dashboard,
         sources.readme_benchmarks,
+        sources.readme_examples,
     ],
     ids=[
         "docs/configuration.md",
         "charts/kuberank/README.md",
         "dashboards/kuberank.json",
         "README.md benchmarks",
+        "README.md examples",
     ],
 )
 def test_generated_file_is_current(generate: sources.Generator) -> None:
