@@ -80,13 +80,16 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && rm /tmp/requirements.txt
 
 # Run-time settings shared by both images: a numeric non-root user (runAsNonRoot can be checked
-# by the kubelet), no bytecode writes, no hub downloads (models come from the image or a volume,
+# by the kubelet) with a passwd entry (kopf names its peer by getpass.getuser(), which fails for a
+# uid /etc/passwd does not list: the operator crash-looped on a real node without it), no bytecode writes, no hub downloads (models come from the image or a volume,
 # spec.model.source); HF_HOME is under /tmp, which the operator mounts as an emptyDir.
 FROM operator-deps AS operator
 ARG KUBERANK_UID=65532
 COPY --from=wheel /tmp/kuberank/wheels/ /tmp/kuberank/wheels/
 RUN pip install -q --no-cache-dir --no-deps --no-index /tmp/kuberank/wheels/*.whl \
  && rm -rf /tmp/kuberank \
+ && echo "kuberank:x:${KUBERANK_UID}:${KUBERANK_UID}:kuberank:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "kuberank:x:${KUBERANK_UID}:" >> /etc/group \
  && kuberank-operator --help >/dev/null \
  && kuberank-sidecar --help >/dev/null
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -102,6 +105,8 @@ ARG KUBERANK_UID=65532
 COPY --from=wheel /tmp/kuberank/wheels/ /tmp/kuberank/wheels/
 RUN pip install -q --no-cache-dir --no-deps --no-index /tmp/kuberank/wheels/*.whl \
  && rm -rf /tmp/kuberank \
+ && echo "kuberank:x:${KUBERANK_UID}:${KUBERANK_UID}:kuberank:/nonexistent:/usr/sbin/nologin" >> /etc/passwd \
+ && echo "kuberank:x:${KUBERANK_UID}:" >> /etc/group \
  && kuberank-inference --help >/dev/null
 ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \

@@ -127,10 +127,12 @@ def test_operator_image_holds_no_torch_and_runs_locked_down(images: Images) -> N
     script = (
         "id -u; id -g; kuberank-operator --help >/dev/null && kuberank-sidecar --help >/dev/null"
         " && echo helps; python -c 'import torch' 2>/dev/null || echo no-torch;"
-        " touch /probe 2>/dev/null || echo read-only"
+        " touch /probe 2>/dev/null || echo read-only;"
+        # kopf names its peer by the user name: a uid /etc/passwd lacks crash-loops the operator
+        " python -c 'import getpass; print(getpass.getuser())'"
     )
     out = podman(*locked_down(images.operator, "sh", "-c", script)).stdout.split()
-    assert out == [str(UID), str(UID), "helps", "no-torch", "read-only"]
+    assert out == [str(UID), str(UID), "helps", "no-torch", "read-only", "kuberank"]
     user = podman("image", "inspect", "--format", "{{.Config.User}}", images.operator).stdout
     assert user.strip() == f"{UID}:{UID}", "a numeric user, so runAsNonRoot can be checked"
 
