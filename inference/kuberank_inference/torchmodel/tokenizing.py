@@ -70,25 +70,27 @@ class SequenceTokenizer:
         texts: Sequence[str] = request.texts
         if request.max_text_tokens is not None and request.max_text_tokens < self._max_length:
             texts = self._cut(texts, request.max_text_tokens)
+        joiner = self._truncating[request.direction] if request.truncate else self._plain
         pairs: _Pairs | None = None
-        if isinstance(request, PairsInput):
-            # tokenized once, then joined to each document as a pair encoding joins them
+        if isinstance(request, PairsInput) and query_over:
+            # a query cut to the limit: tokenized once, then joined to each document as a pair
+            # encoding of the whole query would join them (longer than any document)
             query = self._plain.encode(request.query, add_special_tokens=False)
             pairs = _Pairs(query, query_over, self._max_length - self._pair_specials)
-        joiner = self._truncating[request.direction] if request.truncate else self._plain
         encodings: list[Encoding] = []
         for start in range(0, len(texts), CHUNK):
             if abandoned is not None and abandoned.is_set():
                 raise RequestAbandonedError("the client left while its request was tokenized")
-            pieces = self._plain.encode_batch_fast(
-                list(texts[start : start + CHUNK]), add_special_tokens=False
-            )
-            if pairs is None:
-                chunk = [joiner.post_process(piece) for piece in pieces]
-            elif request.truncate:
+            part = list(texts[start : start + CHUNK])
+            if pairs is not None:
+                pieces = self._plain.encode_batch_fast(part, add_special_tokens=False)
                 chunk = [pairs.join(self._plain, piece, request.direction) for piece in pieces]
+            elif isinstance(request, PairsInput):
+                # special tokens, type ids and longest_first truncation inside one call that
+                # releases the GIL and runs on the tokenizer's own threads: no Python per pair
+                chunk = joiner.encode_batch_fast([(request.query, text) for text in part])
             else:
-                chunk = [self._plain.post_process(pairs.query, piece) for piece in pieces]
+                chunk = joiner.encode_batch_fast(part)
             if not request.truncate:
                 self._refuse_too_long(chunk, start, request)
             encodings.extend(chunk)
@@ -102,12 +104,12 @@ class SequenceTokenizer:
 
     def _refuse_too_long(self, chunk: list[Encoding], start: int, request: ModelInput) -> None:
         for offset, encoding in enumerate(chunk):
-            if len(encoding.ids) > self._max_length:
+            if len(encoding) > self._max_length:  # len(): no list of ids built to count them
                 index = start + offset
                 raise InputTooLongError(
                     index=index,
                     where=f"texts[{index}]",
-                    tokens=len(encoding.ids),
+                    tokens=len(encoding),
                     limit=self._max_length,
                     with_query=isinstance(request, PairsInput),
                 )

@@ -95,3 +95,31 @@ def test_tokenization_stops_once_the_client_left(tokenizer: SequenceTokenizer) -
     with pytest.raises(RequestAbandonedError):
         tokenizer.encode(PairsInput("q", ["doc"] * 500, truncate=True), abandoned=left)
     assert len(tokenizer.encode(PairsInput("q", ["doc"] * 500, truncate=True))) == 500
+
+
+@pytest.mark.parametrize("direction", ["right", "left"])
+@pytest.mark.parametrize("truncate", [True, False])
+def test_pairs_and_texts_get_the_ids_of_the_tokenizers_own_call(
+    tokenizer: SequenceTokenizer, backend: Tokenizer, direction: Direction, truncate: bool
+) -> None:
+    query = _text(30, seed=5)
+    long_query = _text(120, seed=6)  # under the limit, longer than some documents
+    docs = ["short", "", _text(40, 2), _text(200, 3), _text(480, 4), _text(900, 7), "é ü ß"]
+    if not truncate:
+        docs = [doc for doc in docs if len(doc.split()) < 200]
+    reference = Tokenizer.from_str(backend.to_str())
+    reference.no_padding()
+    if truncate:
+        reference.enable_truncation(MAX, strategy="longest_first", direction=direction)
+    else:
+        reference.no_truncation()
+    for q in (query, long_query) if truncate else (query,):
+        expected = reference.encode_batch([(q, doc) for doc in docs])
+        got = tokenizer.encode(PairsInput(q, docs, truncate=truncate, direction=direction))
+        for mine, theirs in zip(got, expected, strict=True):
+            assert mine.ids.tolist() == theirs.ids
+            assert mine.type_ids is not None
+            assert mine.type_ids.tolist() == theirs.type_ids
+    expected = reference.encode_batch(docs)
+    got = tokenizer.encode(TextsInput(docs, truncate=truncate, direction=direction))
+    assert [mine.ids.tolist() for mine in got] == [theirs.ids for theirs in expected]
