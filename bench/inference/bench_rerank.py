@@ -89,6 +89,7 @@ def offline_variants(
     *,
     budgets: Sequence[int],
     profile_out: Path | None,
+    only_served: bool = False,
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -103,6 +104,8 @@ def offline_variants(
         ("packed varlen + fused GELU", "packed", True, False),
         ("packed varlen + fused GELU + fused add/LayerNorm", "packed", True, True),
     ]
+    if only_served:  # the variant the server runs by default
+        variants = variants[-1:]
     for label, attention, fused, fused_norm in variants:
         runner = TorchRunner(
             RunnerSettings(
@@ -413,6 +416,7 @@ def sweep(
                     concurrency=args.sweep_concurrency,
                     duration=args.duration,
                     warmup=args.warmup,
+                    processes=args.client_processes,
                 )
             )
             row = {"server_args": extra, **summarize(result)}
@@ -458,6 +462,7 @@ def serve_and_load(
                 concurrency=concurrency,
                 duration=args.duration,
                 warmup=args.warmup,
+                processes=args.client_processes,
             )
         )
         row = {"concurrency": concurrency, **summarize(result)}
@@ -608,6 +613,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--offline-budgets", default="16384,32768", type=lambda s: [int(x) for x in s.split(",")]
     )
+    parser.add_argument(
+        "--offline-served-only",
+        action="store_true",
+        help="time only the runner variant the server runs (packed, fused GELU and LayerNorm)",
+    )
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=1,
+        help="spread the closed-loop clients over this many processes (one event loop each)",
+    )
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--compare",
@@ -674,6 +690,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 requests[:40],
                 budgets=args.offline_budgets,
                 profile_out=args.out / f"profile-{name}.txt" if args.profile else None,
+                only_served=args.offline_served_only,
             )
         if args.naive_requests:
             entry["naive"] = naive_baseline(

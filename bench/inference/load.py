@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -48,6 +50,115 @@ async def closed_loop(
     concurrency: int,
     duration: float,
     warmup: float,
+    processes: int = 1,
+) -> LoadResult:
+    """N clients back to back; with `processes` > 1 they are spread over that many processes
+    (one event loop each), so that the load generator's own CPU never caps the figure."""
+    processes = max(1, min(processes, concurrency))
+    if processes > 1:
+        return await _closed_loop_processes(
+            url,
+            bodies,
+            pairs_per_request=pairs_per_request,
+            concurrency=concurrency,
+            duration=duration,
+            warmup=warmup,
+            processes=processes,
+        )
+    return await _closed_loop(
+        url,
+        bodies,
+        pairs_per_request=pairs_per_request,
+        concurrency=concurrency,
+        duration=duration,
+        warmup=warmup,
+        offset=0,
+        stride=concurrency,
+    )
+
+
+async def _closed_loop_processes(
+    url: str,
+    bodies: list[bytes],
+    *,
+    pairs_per_request: int,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    processes: int,
+) -> LoadResult:
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    offsets = [sum(shares[:i]) for i in range(processes)]
+    # spawn: the parent may hold CUDA or threads that a fork would copy half-alive
+    context = multiprocessing.get_context("spawn")
+    start_at = time.time() + 1.0 + 0.2 * processes  # every process starts its clients together
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        parts = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool,
+                    _closed_loop_in_process,
+                    url,
+                    bodies,
+                    pairs_per_request,
+                    share,
+                    offset,
+                    concurrency,
+                    duration,
+                    warmup,
+                    start_at,
+                )
+                for share, offset in zip(shares, offsets, strict=True)
+            )
+        )
+    merged = LoadResult(elapsed=duration)
+    for part in parts:
+        merged.latencies.extend(part.latencies)
+        merged.pairs += part.pairs
+        for status, count in part.errors.items():
+            merged.errors[status] = merged.errors.get(status, 0) + count
+    return merged
+
+
+def _closed_loop_in_process(
+    url: str,
+    bodies: list[bytes],
+    pairs_per_request: int,
+    clients: int,
+    offset: int,
+    stride: int,
+    duration: float,
+    warmup: float,
+    start_at: float,
+) -> LoadResult:
+    delay = start_at - time.time()
+    if delay > 0:
+        time.sleep(delay)
+    return asyncio.run(
+        _closed_loop(
+            url,
+            bodies,
+            pairs_per_request=pairs_per_request,
+            concurrency=clients,
+            duration=duration,
+            warmup=warmup,
+            offset=offset,
+            stride=stride,
+        )
+    )
+
+
+async def _closed_loop(
+    url: str,
+    bodies: list[bytes],
+    *,
+    pairs_per_request: int,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    offset: int,
+    stride: int,
 ) -> LoadResult:
     result = LoadResult()
     connector = aiohttp.TCPConnector(limit=0)
@@ -58,11 +169,11 @@ async def closed_loop(
         stop_at = measure_from + duration
 
         async def client(index: int) -> None:
-            n = index
+            n = offset + index
             while time.perf_counter() < stop_at:
                 sent = time.perf_counter()
                 status, latency = await _post(session, url, bodies[n % len(bodies)])
-                n += concurrency
+                n += stride
                 # count by completion time: steady-state throughput, whatever the latency
                 done = sent + latency
                 if done < measure_from or done > stop_at:

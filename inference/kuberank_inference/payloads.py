@@ -122,6 +122,8 @@ def _shown(value: object) -> str:
 
 def _text(value: str, where: str) -> str:
     """A string the tokenizer can take: lone UTF-16 surrogates ('\\ud800') are not Unicode."""
+    if value.isascii():  # CPython keeps this flag on the string: no scan at all
+        return value
     found = _SURROGATE.search(value)
     if found is not None:
         raise InvalidRequestError(

@@ -70,44 +70,40 @@ class SequenceTokenizer:
         texts: Sequence[str] = request.texts
         if request.max_text_tokens is not None and request.max_text_tokens < self._max_length:
             texts = self._cut(texts, request.max_text_tokens)
+        joiner = self._truncating[request.direction] if request.truncate else self._plain
         pairs: _Pairs | None = None
-        if isinstance(request, PairsInput):
-            # tokenized once, then joined to each document as a pair encoding joins them
+        if isinstance(request, PairsInput) and query_over:
+            # a query cut to the limit: tokenized once, then joined to each document as a pair
+            # encoding of the whole query would join them (longer than any document)
             query = self._plain.encode(request.query, add_special_tokens=False)
             pairs = _Pairs(query, query_over, self._max_length - self._pair_specials)
-        joiner = self._truncating[request.direction] if request.truncate else self._plain
         encodings: list[Encoding] = []
         for start in range(0, len(texts), CHUNK):
             if abandoned is not None and abandoned.is_set():
                 raise RequestAbandonedError("the client left while its request was tokenized")
-            pieces = self._plain.encode_batch_fast(
-                list(texts[start : start + CHUNK]), add_special_tokens=False
-            )
-            if pairs is None:
-                chunk = [joiner.post_process(piece) for piece in pieces]
-            elif request.truncate:
+            part = list(texts[start : start + CHUNK])
+            if pairs is not None:
+                pieces = self._plain.encode_batch_fast(part, add_special_tokens=False)
                 chunk = [pairs.join(self._plain, piece, request.direction) for piece in pieces]
+            elif isinstance(request, PairsInput):
+                # special tokens, type ids and longest_first truncation inside one call that
+                # releases the GIL and runs on the tokenizer's own threads: no Python per pair
+                chunk = joiner.encode_batch_fast([(request.query, text) for text in part])
             else:
-                chunk = [self._plain.post_process(pairs.query, piece) for piece in pieces]
+                chunk = joiner.encode_batch_fast(part)
             if not request.truncate:
                 self._refuse_too_long(chunk, start, request)
             encodings.extend(chunk)
-        return [
-            Encoded(
-                np.asarray(enc.ids, dtype=np.int32),
-                np.asarray(enc.type_ids, dtype=np.int32) if self._uses_type_ids else None,
-            )
-            for enc in encodings
-        ]
+        return as_arrays(encodings, with_types=self._uses_type_ids)
 
     def _refuse_too_long(self, chunk: list[Encoding], start: int, request: ModelInput) -> None:
         for offset, encoding in enumerate(chunk):
-            if len(encoding.ids) > self._max_length:
+            if len(encoding) > self._max_length:  # len(): no list of ids built to count them
                 index = start + offset
                 raise InputTooLongError(
                     index=index,
                     where=f"texts[{index}]",
-                    tokens=len(encoding.ids),
+                    tokens=len(encoding),
                     limit=self._max_length,
                     with_query=isinstance(request, PairsInput),
                 )
@@ -207,6 +203,45 @@ class _Pairs:
         cut.truncate(tokens, direction=direction)
         self._cut[tokens] = cut
         return cut
+
+
+def as_arrays(encodings: Sequence[Encoding], *, with_types: bool) -> list[Encoded]:
+    """The encodings as int32 arrays: views into one array per request, converted from Python
+    ints in one call; type ids of the usual shape (zeros, then ones: [CLS] a [SEP] b [SEP]) are
+    built from each sequence's boundary instead of converting a second list per sequence."""
+    if not encodings:
+        return []
+    ids: list[int] = []
+    lengths: list[int] = []
+    for encoding in encodings:
+        ids += encoding.ids
+        lengths.append(len(encoding))
+    flat_ids = np.array(ids, dtype=np.int32)
+    ends = np.cumsum(lengths).tolist()
+    starts = [0, *ends[:-1]]
+    if not with_types:
+        return [Encoded(flat_ids[a:b], None) for a, b in zip(starts, ends, strict=True)]
+    types = _type_ids(encodings, lengths)
+    return [Encoded(flat_ids[a:b], types[a:b]) for a, b in zip(starts, ends, strict=True)]
+
+
+def _type_ids(encodings: Sequence[Encoding], lengths: list[int]) -> IntArray:
+    zeros: list[int] = []
+    for encoding, length in zip(encodings, lengths, strict=True):
+        types = encoding.type_ids
+        first = types.count(0)
+        # zeros then ones: the first 1 comes right after every 0, and the rest are all 1
+        if first == length or (types.count(1) == length - first and types.index(1) == first):
+            zeros.append(first)
+        else:  # another shape of type ids: convert every list
+            return np.concatenate(
+                [np.asarray(e.type_ids, dtype=np.int32) for e in encodings]
+            ).astype(np.int32, copy=False)
+    counts = np.empty(2 * len(lengths), dtype=np.int64)
+    counts[0::2] = zeros
+    counts[1::2] = np.asarray(lengths, dtype=np.int64) - counts[0::2]
+    pattern = np.tile(np.array([0, 1], dtype=np.int32), len(lengths))
+    return np.repeat(pattern, counts)
 
 
 def longest_first(first: int, second: int, *, target: int) -> tuple[int, int]:
