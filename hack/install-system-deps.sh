@@ -1,12 +1,23 @@
 #!/usr/bin/env bash
-# Debian packages the suite uses: prometheus (+ promtool), prometheus-alertmanager (+ amtool), openssl.
+# Debian packages the suite uses: prometheus (+ promtool), prometheus-alertmanager (+ amtool), openssl,
+# and the real node's containerd, runc, CNI plugins, iproute2, iptables, conntrack, busybox-static, gcc.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null || need+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need+=(prometheus-alertmanager)
 command -v openssl >/dev/null || need+=(openssl)  # the local cluster's PKI
+# The local cluster's real node (localcluster/realnode.py): container runtime, CNI plugins,
+# kube-proxy's iptables/conntrack, and busybox-static for the node's test image.
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+command -v ip >/dev/null || need+=(iproute2)
+command -v iptables >/dev/null || need+=(iptables)
+command -v conntrack >/dev/null || need+=(conntrack)
+dpkg -s busybox-static >/dev/null 2>&1 || need+=(busybox-static)
+command -v gcc >/dev/null || need+=(gcc libc6-dev) # the node's pause image, built statically
 if [ ${#need[@]} -eq 0 ]; then
-  echo "==> system packages present (prometheus, alertmanager, openssl)"
+  echo "==> system packages present (prometheus, alertmanager, openssl, the real node's runtime)"
   exit 0
 fi
 sudo=""
