@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from localcluster.certificates import FRONT_PROXY_CLIENT, Pki
+from localcluster.certificates import FRONT_PROXY_CLIENT, KUBELET_CLIENT, Pki
+from localcluster.hostnetwork import SERVICE_CIDR
 from localcluster.layout import ClusterFiles
 from localcluster.toolchain import Toolchain
 
 LOOPBACK = "127.0.0.1"
-SERVICE_CIDR = "10.96.0.0/16"  # allocations only: no kube-proxy, so nothing ever routes there
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_LEASE_SECONDS = 40
 KWOK_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
@@ -80,7 +80,15 @@ def kube_apiserver(
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
+            # 198.19.0.0/16: routed only by the real node's kube-proxy (localcluster/hostnetwork.py)
             f"--service-cluster-ip-range={SERVICE_CIDR}",
+            # logs and exec on the real node: the API server authenticates to its kubelet, whose
+            # serving certificate the cluster's CA signed
+            f"--kubelet-client-certificate={pki.clients[KUBELET_CLIENT].cert}",
+            f"--kubelet-client-key={pki.clients[KUBELET_CLIENT].key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            # the node IP, never its name: a name would be looked up in the host's DNS
+            "--kubelet-preferred-address-types=InternalIP",
             # Endpoints may not hold loopback addresses: the `kubernetes` service would fail
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
