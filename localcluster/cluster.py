@@ -365,7 +365,12 @@ class LocalCluster:
             self.server = f"https://{components.LOOPBACK}:{p[0]}"
             self._write_kubeconfigs(pki)
             return components.kube_apiserver(
-                tools=self.tools, files=files, pki=pki, port=p[0], etcd_client_port=etcd_port
+                tools=self.tools,
+                files=files,
+                pki=pki,
+                port=p[0],
+                etcd_client_port=etcd_port,
+                pod_reachable_at=realnode.NODE_IP if real_node else None,
             )
 
         say("starting kube-apiserver")

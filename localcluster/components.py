@@ -52,14 +52,35 @@ def etcd(
 
 
 def kube_apiserver(
-    *, tools: Toolchain, files: ClusterFiles, pki: Pki, port: int, etcd_client_port: int
+    *,
+    tools: Toolchain,
+    files: ClusterFiles,
+    pki: Pki,
+    port: int,
+    etcd_client_port: int,
+    pod_reachable_at: str | None = None,
 ) -> ComponentSpec:
+    """`pod_reachable_at`: the real node's IP, where pods reach the API server through the
+    `kubernetes` Service (the API server then listens beyond loopback, and its endpoint
+    reconciler publishes that address); None: loopback only, no endpoints."""
+    if pod_reachable_at is None:
+        listen = [
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            # Endpoints may not hold loopback addresses: the `kubernetes` service would fail
+            "--endpoint-reconciler-type=none",
+        ]
+    else:
+        listen = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={pod_reachable_at}",
+            "--endpoint-reconciler-type=lease",
+        ]
     return ComponentSpec(
         name="kube-apiserver",
         argv=[
             str(tools["kube-apiserver"]),
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            *listen,
             f"--secure-port={port}",
             f"--cert-dir={files.cert_dir('kube-apiserver')}",
             f"--etcd-servers=http://{LOOPBACK}:{etcd_client_port}",
@@ -89,8 +110,6 @@ def kube_apiserver(
             f"--kubelet-certificate-authority={pki.ca.cert}",
             # the node IP, never its name: a name would be looked up in the host's DNS
             "--kubelet-preferred-address-types=InternalIP",
-            # Endpoints may not hold loopback addresses: the `kubernetes` service would fail
-            "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
         ],

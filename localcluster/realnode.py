@@ -43,6 +43,7 @@ from localcluster.processes import Component, wait_healthy
 from localcluster.toolchain import node_binaries
 
 NODE_NAME = "real-0"
+NODE_IP = hostnetwork.NODE_IP
 REAL_NODE_LABEL = "kuberank.dev/real-node"
 REAL_NODE_POOL = "real"
 TAINT = {"key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule"}
@@ -190,6 +191,8 @@ def render_cni_config(files: NodeFiles) -> dict[str, Any]:
                 "type": "bridge",
                 "bridge": hostnetwork.BRIDGE,
                 "isGateway": True,
+                # the default route goes to the host (ip_forward stays off: nowhere further)
+                "isDefaultGateway": True,
                 "ipMasq": False,
                 "hairpinMode": True,
                 "ipam": {
@@ -398,16 +401,25 @@ def _owner_alive(state_dir: Path) -> bool:
     return any(is_running(Component.from_record(c)) for c in components)
 
 
+def busy(state_dir: Path | None = None) -> str | None:
+    """Why another live cluster (not `state_dir`'s) holds the machine's real node, or None."""
+    owner = _read_owner()
+    if owner is None or owner == state_dir or not _owner_alive(owner):
+        return None
+    return (
+        f"the real node is already run by the cluster in {owner}: stop it "
+        f"(KUBERANK_CLUSTER_DIR={owner} python -m localcluster down) or start this one "
+        f"without a real node ({ENABLE_ENV}=0)"
+    )
+
+
 def claim(state_dir: Path) -> None:
     """Take the machine's real node for `state_dir`, sweeping what a dead owner left."""
+    reason = busy(state_dir)
+    if reason is not None:
+        raise RealNodeError(reason)
     owner = _read_owner()
     if owner is not None and owner != state_dir:
-        if _owner_alive(owner):
-            raise RealNodeError(
-                f"the real node is already run by the cluster in {owner}: stop it "
-                f"(KUBERANK_CLUSTER_DIR={owner} python -m localcluster down) or start this one "
-                f"without a real node ({ENABLE_ENV}=0)"
-            )
         teardown(owner)
     sweep_host()
     OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)

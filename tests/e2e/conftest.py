@@ -21,6 +21,7 @@ import pytest
 
 from localcluster import LocalCluster, realnode, running_cluster
 from tests.e2e.operator_support import gpu_pools, operators, rrd_crd, rrd_namespace
+from tests.e2e.realnode_support import real_node_unavailable, require_real_node
 
 # the operator tests' fixtures, registered for every e2e module
 __all__ = ["gpu_pools", "operators", "rrd_crd", "rrd_namespace"]
@@ -38,13 +39,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def local_cluster() -> Iterator[LocalCluster]:
     """A running local cluster shared by the session; stopped (no process, no files) after."""
-    with running_cluster(real_node=realnode.enabled_by_env()) as cluster:
+    # another live cluster holding the machine's one real node fails the real-node tests
+    # (real_node_unavailable says why), not the whole session
+    with running_cluster(real_node=real_node_unavailable() is None) as cluster:
         yield cluster
 
 
 @pytest.fixture
 def real_node(local_cluster: LocalCluster) -> realnode.RealNode:
     """The session cluster's real node (started again if a test stopped it)."""
-    if not realnode.enabled_by_env():
-        pytest.skip(f"{realnode.ENABLE_ENV}=0: the session cluster runs without the real node")
-    return local_cluster.start_real_node()
+    return require_real_node(local_cluster)

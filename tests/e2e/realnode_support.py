@@ -7,10 +7,15 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from localcluster import LocalCluster, realnode, wait_until
 from localcluster.nodeimages import NONROOT_UID, busybox_image
+from localcluster.ociarchive import archive_image_names
+from localcluster.toolchain import cache_dir
 
 WAIT = 120.0
 
@@ -121,3 +126,41 @@ def scratch_namespace(cluster: LocalCluster, prefix: str) -> Iterator[str]:
         yield name
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def image_archive(name: str) -> Path:
+    """The OCI archive `make images` (hack/build-images.sh) wrote for image `name`
+    (kuberank-operator, kuberank-inference)."""
+    path = cache_dir() / "images" / f"{name}.oci.tar"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: build the images with `make images` (hack/build-images.sh)"
+        )
+    return path.resolve()
+
+
+def import_image(node: realnode.RealNode, name: str) -> str:
+    """Import image `name`'s archive into the real node once (by its name); the image name."""
+    archive = image_archive(name)
+    (wanted,) = archive_image_names(archive)
+    if wanted not in node.images():
+        node.import_images([archive])
+    return wanted
+
+
+def real_node_unavailable() -> str | None:
+    """Why the session cluster runs without the real node: skip (opted out) or fail (busy)."""
+    if not realnode.enabled_by_env():
+        return f"{realnode.ENABLE_ENV}=0: the session cluster runs without the real node"
+    return realnode.busy()
+
+
+def require_real_node(cluster: LocalCluster) -> realnode.RealNode:
+    """The session cluster's real node (started again if a test stopped it); skips when
+    KUBERANK_REAL_NODE=0, fails when another cluster holds the machine's real node."""
+    if not realnode.enabled_by_env():
+        pytest.skip(f"{realnode.ENABLE_ENV}=0: the session cluster runs without the real node")
+    reason = realnode.busy(cluster.state_dir)
+    if reason is not None:
+        pytest.fail(reason)
+    return cluster.start_real_node()
