@@ -112,6 +112,12 @@ build_set k8s "$K8S_VERSION" kubernetes k8s.io/kubernetes "$k8s_ldflags" "$K8S_V
   k8s.io/kubernetes/cmd/kube-scheduler=kube-scheduler \
   k8s.io/kubernetes/cmd/kubectl=kubectl
 
+# The local cluster's real node (localcluster/realnode.py): the same module and ldflags as the
+# control plane, a set of its own so the control plane's cached set is not rebuilt for it
+build_set k8s-node "$K8S_VERSION" kubernetes k8s.io/kubernetes "$k8s_ldflags" "$K8S_VERSION" "~6 min on 2 cores" \
+  k8s.io/kubernetes/cmd/kubelet=kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy=kube-proxy
+
 build_set kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
   "$KWOK_VERSION" "~3 min on 2 cores" sigs.k8s.io/kwok/cmd/kwok=kwok
 

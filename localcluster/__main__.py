@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from localcluster import processes
+from localcluster import hostnetwork, processes, realnode
 from localcluster.cluster import (
     LocalCluster,
     read_record,
@@ -57,6 +57,16 @@ def _print_usage(state_dir: Path) -> None:
     files = ClusterFiles(state_dir)
     record = read_record(state_dir) or {}
     print(f"API server: {record.get('server', '?')}   pod IPs: {record.get('pod_cidr', '?')}")
+    node = realnode.attach(state_dir)
+    if node is not None:
+        print(
+            f"real node: {node.name} at {hostnetwork.NODE_IP} (kubelet + containerd), pods "
+            f"{hostnetwork.POD_CIDR}, Services {hostnetwork.SERVICE_CIDR}; taint "
+            f"{realnode.REAL_NODE_LABEL}=true:NoSchedule; containerd at {node.files.socket}"
+        )
+        print("  load an OCI archive into it: python -m localcluster import-images ARCHIVE...")
+    else:
+        print(f"no real node ({realnode.ENABLE_ENV}=0 or not started): only kwok nodes")
     print("Use it from this shell with:")
     print(f"  export KUBECONFIG={files.kubeconfig} PATH={files.bin_dir}:$PATH")
 
@@ -70,7 +80,9 @@ def up(state_dir: Path) -> int:
     if stale:
         _say(f"stopped leftovers of an earlier run: {', '.join(stale)}")
     started = time.monotonic()
-    cluster = LocalCluster.start(state_dir=state_dir, detach=True, progress=_say)
+    cluster = LocalCluster.start(
+        state_dir=state_dir, detach=True, real_node=realnode.enabled_by_env(), progress=_say
+    )
     _say(
         f"local cluster (Kubernetes {cluster.kubernetes_version}) up in "
         f"{time.monotonic() - started:.1f}s; state in {state_dir}"
@@ -120,6 +132,18 @@ def demo(state_dir: Path) -> int:
     return tell_story(state_dir)
 
 
+def import_images(state_dir: Path, archives: list[Path]) -> int:
+    node = realnode.attach(state_dir)
+    if node is None:
+        print(
+            f"no real node runs in {state_dir}: start one with `make cluster-up`", file=sys.stderr
+        )
+        return 1
+    for name in node.import_images(archives):
+        _say(f"imported {name} into {node.name}")
+    return 0
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -132,18 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "command",
-        choices=["up", "down", "status", "demo"],
+        choices=["up", "down", "status", "demo", "import-images"],
         help="up: start it and print how to use it; down: stop it and remove its state; "
         "status: is it running; demo: up, then the chart, the example RerankerDeployment and a "
-        "rerank query answered on one of its pods (localcluster/release/demo.py)",
+        "rerank query answered on one of its pods (localcluster/release/demo.py); "
+        "import-images ARCHIVE...: load OCI archives into the real node's containerd",
     )
+    parser.add_argument("archives", nargs="*", type=Path, help="OCI archives (import-images)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     state_dir = _state_dir()
     commands = {"up": up, "down": down, "status": status, "demo": demo}
     try:
+        if args.command == "import-images":
+            return import_images(state_dir, args.archives)
         return commands[args.command](state_dir)
-    except (ToolchainMissingError, ComponentFailedError, TimeoutError) as error:
+    except (
+        ToolchainMissingError,
+        ComponentFailedError,
+        TimeoutError,
+        realnode.RealNodeError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

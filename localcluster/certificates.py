@@ -9,10 +9,12 @@ from pathlib import Path
 
 CA_DAYS = 3650
 LEAF_DAYS = 825
-# The in-cluster names of the API server (and the first service IP of 10.96.0.0/16).
+# The in-cluster names of the API server: loopback, the `kubernetes` Service's IP (the first of
+# hostnetwork.SERVICE_CIDR) and the real node's IP, where pods reach the API server.
 APISERVER_SANS = (
     "IP:127.0.0.1",
-    "IP:10.96.0.1",
+    "IP:198.19.0.1",
+    "IP:198.18.0.1",
     "DNS:localhost",
     "DNS:kubernetes",
     "DNS:kubernetes.default",
@@ -30,12 +32,20 @@ class Identity:
     organization: str | None = None
 
 
+KUBELET_CLIENT = "apiserver-kubelet-client"
+
 # Who talks to the API server; system:masters needs no RBAC binding.
 IDENTITIES = (
     Identity(name="admin", common_name="kuberank-admin", organization="system:masters"),
     Identity(name="controller-manager", common_name="system:kube-controller-manager"),
     Identity(name="scheduler", common_name="system:kube-scheduler"),
     Identity(name="kwok", common_name="kwok-controller", organization="system:masters"),
+    # the API server's client certificate towards kubelets (logs, exec): --kubelet-client-*
+    Identity(
+        name=KUBELET_CLIENT,
+        common_name="kube-apiserver-kubelet-client",
+        organization="system:masters",
+    ),
 )
 
 
@@ -116,6 +126,27 @@ def _issue(directory: Path, name: str, config: str, *, days: int, ca: KeyPair | 
     _openssl(*args)
     config_file.unlink()
     return pair
+
+
+def issue_certificate(
+    directory: Path,
+    name: str,
+    *,
+    ca: KeyPair,
+    common_name: str,
+    organization: str | None = None,
+    extended_key_usage: str,
+    subject_alt_names: tuple[str, ...] = (),
+) -> KeyPair:
+    """One more leaf certificate signed by the cluster's CA (the real node's identities)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = render_openssl_config(
+        common_name=common_name,
+        organization=organization,
+        extended_key_usage=extended_key_usage,
+        subject_alt_names=subject_alt_names,
+    )
+    return _issue(directory, name, config, days=LEAF_DAYS, ca=ca)
 
 
 def generate_pki(directory: Path) -> Pki:

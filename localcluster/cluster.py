@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from localcluster import components, nodes, processes, stages
+from localcluster import components, nodes, processes, realnode, stages
 from localcluster.certificates import Pki, generate_pki
 from localcluster.kubeconfigs import render_kubeconfig
 from localcluster.layout import ClusterFiles
@@ -94,6 +94,8 @@ class LocalCluster:
         self._pki: Pki | None = None
         self._stopped = False
         self._previous_handlers: dict[int, Any] = {}
+        self.real_node: realnode.RealNode | None = None
+        self._detach = False
 
     # -- public attributes of the harness contract ---------------------------------------------
 
@@ -160,6 +162,31 @@ class LocalCluster:
         self._create_nodes(manifests, timeout=timeout)
         return [m["metadata"]["name"] for m in manifests]
 
+    def start_real_node(
+        self, *, progress: Callable[[str], None] | None = None
+    ) -> realnode.RealNode:
+        """Start the real node (localcluster/realnode.py) if it is not running; it is stopped
+        with the cluster. Sweeps what a killed cluster's real node left on the host first."""
+        if self.real_node is None:
+            if self._pki is None:
+                raise RuntimeError("the cluster has not booted: start it with LocalCluster.start()")
+            env = {**os.environ, "HOME": str(self.files.home_dir)}
+            self.real_node = self._start_real_node(
+                pki=self._pki, env=env, detach=self._detach, say=progress or (lambda _m: None)
+            )
+        return self.real_node
+
+    def stop_real_node(self, *, timeout: float = 60) -> None:
+        """Stop the real node and remove every trace of it (processes, mounts, interfaces,
+        iptables chains, its Node object); the control plane keeps running."""
+        parts = [c for c in self.components if c.name in realnode.COMPONENTS]
+        processes.stop(parts, popens=self._popens)
+        self.components = [c for c in self.components if c not in parts]
+        self._write_record()
+        realnode.teardown(self.files.state_dir)
+        self.real_node = None
+        self.kubectl("delete", "node", realnode.NODE_NAME, "--ignore-not-found", timeout=timeout)
+
     def delete_nodes(self, names: Sequence[str], *, timeout: float = 60) -> None:
         """Delete nodes (missing ones are fine); pod GC removes pods left bound to them."""
         if names:
@@ -176,12 +203,14 @@ class LocalCluster:
         state_dir: Path | None = None,
         detach: bool = False,
         with_default_nodes: bool = True,
+        real_node: bool = False,
         progress: Callable[[str], None] | None = None,
     ) -> LocalCluster:
         """Start a cluster in `state_dir` (default: a new temporary directory); stop removes it.
 
         detach=False ties the processes to this one (they die with it; SIGTERM and exit stop
         them); detach=True leaves them running for `down` to stop later.
+        real_node=True adds the real node (kubelet + containerd: localcluster/realnode.py).
         """
         tools = locate()
         path = state_dir or Path(tempfile.mkdtemp(prefix="kuberank-cluster-"))
@@ -189,7 +218,12 @@ class LocalCluster:
         if not detach:
             cluster._install_exit_handlers()
         try:
-            cluster._boot(detach=detach, with_default_nodes=with_default_nodes, say=progress)
+            cluster._boot(
+                detach=detach,
+                with_default_nodes=with_default_nodes,
+                real_node=real_node,
+                say=progress,
+            )
         except BaseException:
             cluster.stop()
             raise
@@ -202,6 +236,7 @@ class LocalCluster:
         self._stopped = True
         self._restore_signal_handlers()
         stop_components(self.components, popens=self._popens)
+        realnode.teardown(self.files.state_dir)
         keep_logs = os.environ.get(KEEP_LOGS_ENV)
         if keep_logs and self.files.logs_dir.is_dir():
             target = Path(keep_logs) / self.files.state_dir.name
@@ -267,10 +302,16 @@ class LocalCluster:
         tmp.replace(self.files.record)
 
     def _boot(
-        self, *, detach: bool, with_default_nodes: bool, say: Callable[[str], None] | None
+        self,
+        *,
+        detach: bool,
+        with_default_nodes: bool,
+        real_node: bool,
+        say: Callable[[str], None] | None,
     ) -> None:
         files = self.files
         say = say or (lambda _message: None)
+        self._detach = detach
         for directory in (files.state_dir, files.logs_dir, files.bin_dir, files.home_dir):
             directory.mkdir(parents=True, exist_ok=True)
         for name, path in self.tools.paths.items():
@@ -324,7 +365,12 @@ class LocalCluster:
             self.server = f"https://{components.LOOPBACK}:{p[0]}"
             self._write_kubeconfigs(pki)
             return components.kube_apiserver(
-                tools=self.tools, files=files, pki=pki, port=p[0], etcd_client_port=etcd_port
+                tools=self.tools,
+                files=files,
+                pki=pki,
+                port=p[0],
+                etcd_client_port=etcd_port,
+                pod_reachable_at=realnode.NODE_IP if real_node else None,
             )
 
         say("starting kube-apiserver")
@@ -374,6 +420,32 @@ class LocalCluster:
         if with_default_nodes:
             say("creating the fake GPU nodes")
             self._create_nodes(nodes.default_nodes(), timeout=COMPONENT_TIMEOUT)
+        if real_node:
+            self.real_node = self._start_real_node(pki=pki, env=env, detach=detach, say=say)
+
+    def _start_real_node(
+        self, *, pki: Pki, env: dict[str, str], detach: bool, say: Callable[[str], None]
+    ) -> realnode.RealNode:
+        def start_process(
+            spec: components.ComponentSpec,
+        ) -> tuple[Component, subprocess.Popen[bytes]]:
+            component, popen = processes.start(
+                spec, log=self.files.log(spec.name), env=env, die_with_parent=not detach
+            )
+            self.components.append(component)
+            self._popens[component.pid] = popen
+            self._write_record()
+            return component, popen
+
+        return realnode.start(
+            state_dir=self.files.state_dir,
+            pki=pki,
+            server=self.server,
+            ports=free_ports(4),
+            start_process=start_process,
+            kubectl=self.kubectl,
+            say=say,
+        )
 
     def _write_kubeconfigs(self, pki: Pki) -> None:
         for identity, pair in pki.clients.items():
@@ -462,6 +534,7 @@ def stop_recorded(state_dir: Path) -> list[str]:
     found = recorded_components(state_dir)
     running = [c.name for c in found if processes.is_running(c)]
     stop_components(found)
+    realnode.teardown(state_dir)
     shutil.rmtree(state_dir, ignore_errors=True)
     return running
 

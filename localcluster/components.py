@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from localcluster.certificates import FRONT_PROXY_CLIENT, Pki
+from localcluster.certificates import FRONT_PROXY_CLIENT, KUBELET_CLIENT, Pki
+from localcluster.hostnetwork import SERVICE_CIDR
 from localcluster.layout import ClusterFiles
 from localcluster.toolchain import Toolchain
 
 LOOPBACK = "127.0.0.1"
-SERVICE_CIDR = "10.96.0.0/16"  # allocations only: no kube-proxy, so nothing ever routes there
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 NODE_LEASE_SECONDS = 40
 KWOK_NODE_SELECTOR = "kwok.x-k8s.io/node=fake"
@@ -52,14 +52,35 @@ def etcd(
 
 
 def kube_apiserver(
-    *, tools: Toolchain, files: ClusterFiles, pki: Pki, port: int, etcd_client_port: int
+    *,
+    tools: Toolchain,
+    files: ClusterFiles,
+    pki: Pki,
+    port: int,
+    etcd_client_port: int,
+    pod_reachable_at: str | None = None,
 ) -> ComponentSpec:
+    """`pod_reachable_at`: the real node's IP, where pods reach the API server through the
+    `kubernetes` Service (the API server then listens beyond loopback, and its endpoint
+    reconciler publishes that address); None: loopback only, no endpoints."""
+    if pod_reachable_at is None:
+        listen = [
+            f"--bind-address={LOOPBACK}",
+            f"--advertise-address={LOOPBACK}",
+            # Endpoints may not hold loopback addresses: the `kubernetes` service would fail
+            "--endpoint-reconciler-type=none",
+        ]
+    else:
+        listen = [
+            "--bind-address=0.0.0.0",
+            f"--advertise-address={pod_reachable_at}",
+            "--endpoint-reconciler-type=lease",
+        ]
     return ComponentSpec(
         name="kube-apiserver",
         argv=[
             str(tools["kube-apiserver"]),
-            f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            *listen,
             f"--secure-port={port}",
             f"--cert-dir={files.cert_dir('kube-apiserver')}",
             f"--etcd-servers=http://{LOOPBACK}:{etcd_client_port}",
@@ -80,9 +101,15 @@ def kube_apiserver(
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.service_account_pub}",
             f"--service-account-signing-key-file={pki.service_account_key}",
+            # 198.19.0.0/16: routed only by the real node's kube-proxy (localcluster/hostnetwork.py)
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            # Endpoints may not hold loopback addresses: the `kubernetes` service would fail
-            "--endpoint-reconciler-type=none",
+            # logs and exec on the real node: the API server authenticates to its kubelet, whose
+            # serving certificate the cluster's CA signed
+            f"--kubelet-client-certificate={pki.clients[KUBELET_CLIENT].cert}",
+            f"--kubelet-client-key={pki.clients[KUBELET_CLIENT].key}",
+            f"--kubelet-certificate-authority={pki.ca.cert}",
+            # the node IP, never its name: a name would be looked up in the host's DNS
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             "--profiling=false",
         ],

@@ -98,3 +98,20 @@ def prometheus_binary() -> Path:
             f"Prometheus is not built: missing {path}. Run `make tools` (first build: ~7 min)"
         )
     return path
+
+
+NODE_BINARIES = ("kubelet", "kube-proxy")
+
+
+def node_binaries() -> dict[str, Path]:
+    """The real node's kubelet and kube-proxy (build set k8s-node, the control plane's version),
+    kept out of the control plane's sets so a cluster without the node needs neither."""
+    version = parse_versions(VERSIONS_FILE.read_text())["K8S_VERSION"]
+    paths = {name: cache_dir() / "bin" / f"k8s-node-{version}" / name for name in NODE_BINARIES}
+    missing = [str(p) for p in paths.values() if not os.access(p, os.X_OK)]
+    if missing:
+        raise ToolchainMissingError(
+            f"the real node is not built: missing {', '.join(missing)}. Run `make tools` "
+            "(first build: ~6 min), or start the cluster without it (KUBERANK_REAL_NODE=0)"
+        )
+    return paths

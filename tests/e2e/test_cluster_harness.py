@@ -392,7 +392,8 @@ def test_a_second_cluster_runs_beside_and_sigterm_leaves_nothing_behind(
 
 def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     state_dir = tmp_path / "cluster"
-    env = {**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir)}
+    # the session's cluster holds the machine's one real node (tests/e2e/test_real_node.py)
+    env = {**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir), "KUBERANK_REAL_NODE": "0"}
 
     def cli(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from localcluster import components, toolchain
-from localcluster.certificates import KeyPair, Pki, render_openssl_config
+from localcluster.certificates import KUBELET_CLIENT, KeyPair, Pki, render_openssl_config
 from localcluster.cluster import free_ports, pick_pod_cidr
 from localcluster.kubeconfigs import render_kubeconfig
 from localcluster.layout import ClusterFiles
@@ -77,7 +77,7 @@ def _pki(tmp_path: Path) -> Pki:
         ca=pair,
         apiserver=pair,
         front_proxy_client=pair,
-        clients={"admin": pair},
+        clients={"admin": pair, KUBELET_CLIENT: pair},
         service_account_key=tmp_path / "sa.key",
         service_account_pub=tmp_path / "sa.pub",
     )
@@ -100,6 +100,8 @@ def test_every_component_listens_on_loopback_only(tmp_path: Path) -> None:
         assert spec.health_url.split("/")[2].startswith("127.0.0.1:")
         for arg in spec.argv[1:]:
             flag = arg.partition("=")[0]
+            if flag == "--kubelet-preferred-address-types":  # how it reaches kubelets
+                continue
             if any(word in flag for word in ("address", "listen", "urls", "etcd-servers")):
                 assert "127.0.0.1" in arg, (spec.name, arg)
     apiserver = specs[1].argv
@@ -107,6 +109,20 @@ def test_every_component_listens_on_loopback_only(tmp_path: Path) -> None:
     assert any(a.startswith("--client-ca-file=") for a in apiserver)
     assert "--cidr=127.20.0.0/16" in specs[4].argv
     assert specs[4].env == {"HOME": str(files.home_dir)}
+
+
+def test_with_the_real_node_pods_reach_the_api_server_at_the_node_ip(tmp_path: Path) -> None:
+    tools = toolchain.Toolchain(
+        versions=VERSIONS, paths=toolchain.binary_paths(versions=VERSIONS, cache=tmp_path)
+    )
+    argv = components.kube_apiserver(
+        tools=tools, files=ClusterFiles(tmp_path), pki=_pki(tmp_path), port=3,
+        etcd_client_port=1, pod_reachable_at="198.18.0.1",
+    ).argv  # fmt: skip
+    assert "--advertise-address=198.18.0.1" in argv
+    assert "--endpoint-reconciler-type=lease" in argv
+    assert "--service-cluster-ip-range=198.19.0.0/16" in argv
+    assert "--kubelet-preferred-address-types=InternalIP" in argv  # never the host's DNS
 
 
 def test_pod_cidr_is_a_loopback_slash_16_outside_127_0() -> None:
