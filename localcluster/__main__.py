@@ -80,8 +80,14 @@ def up(state_dir: Path) -> int:
     if stale:
         _say(f"stopped leftovers of an earlier run: {', '.join(stale)}")
     started = time.monotonic()
+    real_node = realnode.enabled_by_env()
+    held = realnode.busy(state_dir) if real_node else None
+    if held is not None:
+        # the kwok nodes and everything else still work: one machine has one real node
+        _say(f"starting without a real node: {held}")
+        real_node = False
     cluster = LocalCluster.start(
-        state_dir=state_dir, detach=True, real_node=realnode.enabled_by_env(), progress=_say
+        state_dir=state_dir, detach=True, real_node=real_node, progress=_say
     )
     _say(
         f"local cluster (Kubernetes {cluster.kubernetes_version}) up in "
