@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.request import urlopen
 
 import yaml
@@ -375,10 +375,53 @@ def _mounted_secrets(objects: _NamespaceObjects, owner: Mapping[str, Any]) -> di
     return files
 
 
-class OperatedPrometheus:
+class _Operated:
+    """What Prometheus and Alertmanager share here: one binary on 127.0.0.1:`port`, run by a
+    _Follower from what the operator generated, under `root` (the pod's /etc/KIND paths)."""
+
+    kind = ""  # "prometheus" or "alertmanager": the pod's /etc/KIND and the generated file's name
+    port: int
+    root: Path
+    _follower: _Follower
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def reloads(self) -> int:
+        return self._follower.reloads
+
+    @property
+    def log(self) -> Path:
+        return self._follower.log
+
+    @property
+    def last_error(self) -> str:
+        return self._follower.last_error
+
+    def generated_config(self) -> dict[str, Any]:
+        """The configuration as the operator generated it (before the pod's rewrites)."""
+        text = (self.root / "etc" / self.kind / "config" / f"{self.kind}.yaml").read_text()
+        config: dict[str, Any] = yaml.safe_load(text)
+        return config
+
+    def stop(self) -> None:
+        self._follower.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+class OperatedPrometheus(_Operated):
     """The real Prometheus on 127.0.0.1 from what the operator generated for the Prometheus
     object NAMESPACE/NAME: its config Secret, rule ConfigMaps, TLS assets and `spec.secrets`.
     `access` is its ServiceAccount's in-cluster access (kubernetes_sd)."""
+
+    kind = "prometheus"
 
     def __init__(
         self,
@@ -415,22 +458,6 @@ class OperatedPrometheus:
             health_url=f"http://{LOOPBACK}:{self.port}/-/ready",
         )
         self._follower.start(timeout=timeout)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def reloads(self) -> int:
-        return self._follower.reloads
-
-    @property
-    def log(self) -> Path:
-        return self._follower.log
-
-    @property
-    def last_error(self) -> str:
-        return self._follower.last_error
 
     def _fetch(self) -> dict[str, bytes] | None:
         """config/prometheus.yaml.gz, rules/CM/FILE, certs/FILE, secrets/S/FILE (pod paths)."""
@@ -475,30 +502,17 @@ class OperatedPrometheus:
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def generated_config(self) -> dict[str, Any]:
-        """The configuration as the operator generated it (before the pod's rewrites)."""
-        text = (self.root / "etc" / "prometheus" / "config" / "prometheus.yaml").read_text()
-        config: dict[str, Any] = yaml.safe_load(text)
-        return config
-
     def api(self, path: str) -> Any:
         """GET /api/v1/PATH's `data`."""
         with urlopen(f"{self.url}/api/v1/{path}", timeout=10) as response:
             return json.loads(response.read())["data"]
 
-    def stop(self) -> None:
-        self._follower.stop()
 
-    def __enter__(self) -> OperatedPrometheus:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-
-class OperatedAlertmanager:
+class OperatedAlertmanager(_Operated):
     """Debian's Alertmanager on 127.0.0.1:`port` from the operator's generated configuration for
     the Alertmanager object NAMESPACE/NAME (and its `spec.secrets`, mounted as in the pod)."""
+
+    kind = "alertmanager"
 
     def __init__(
         self,
@@ -535,18 +549,6 @@ class OperatedAlertmanager:
         )
         self._follower.start(timeout=timeout)
 
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def log(self) -> Path:
-        return self._follower.log
-
-    @property
-    def last_error(self) -> str:
-        return self._follower.last_error
-
     def _fetch(self) -> dict[str, bytes] | None:
         """config/alertmanager.yaml.gz and secrets/S/FILE (pod paths)."""
         objects = _NamespaceObjects.fetch(self._cluster, self.namespace)
@@ -579,20 +581,6 @@ class OperatedAlertmanager:
         )
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-
-    def generated_config(self) -> dict[str, Any]:
-        text = (self.root / "etc" / "alertmanager" / "config" / "alertmanager.yaml").read_text()
-        config: dict[str, Any] = yaml.safe_load(text)
-        return config
-
-    def stop(self) -> None:
-        self._follower.stop()
-
-    def __enter__(self) -> OperatedAlertmanager:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 # -- a kube-prometheus-stack-like stack --------------------------------------------------------
