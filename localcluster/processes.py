@@ -2,8 +2,10 @@
 
 Each component is a session leader, so stopping it signals the whole group (anything it forked
 goes too). A component started for a test dies with the test process (PR_SET_PDEATHSIG), even
-when that process is killed outright; one started by `up` outlives it and is found again by pid
-and start time, so a recycled pid is never signalled.
+when that process is killed outright: by SIGKILL, since a dead parent cannot follow a SIGTERM up
+with anything (kube-apiserver drains for 30 s and more on SIGTERM, long enough for the next
+start to find the machine's real node still held); one started by `up` outlives it and is
+found again by pid and start time, so a recycled pid is never signalled.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def _die_with_parent_hook() -> Any:
     parent = os.getpid()
 
     def hook() -> None:
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 
