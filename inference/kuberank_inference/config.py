@@ -137,8 +137,9 @@ class ServerConfig(BaseSettings):
     )
     task: Literal["auto", "rerank", "embed"] = Field(
         "auto",
-        description="rerank (cross-encoder) or embed (embedding model; /rerank then scores by "
-        "cosine similarity); auto reads the checkpoint",
+        description="rerank (cross-encoder; a checkpoint without its trained "
+        "...ForSequenceClassification head is refused) or embed (embedding model; /rerank then "
+        "scores by cosine similarity); auto reads the checkpoint",
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "fp8"] = Field(

@@ -4,8 +4,10 @@ put on the device, with what serving needs of it (length limit, score activation
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -74,6 +76,7 @@ def load_checkpoint(
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     path = str(settings.source.path)
     if task == "rerank":
+        require_score_head(settings.source.path)
         from sentence_transformers import CrossEncoder
 
         cross = CrossEncoder(path, device=str(device), local_files_only=True)
@@ -106,6 +109,24 @@ def load_checkpoint(
     if settings.max_input_length:
         max_length = min(max_length, settings.max_input_length)
     return hf_model, tokenizer, max_length, activation, pooling
+
+
+def require_score_head(path: Path) -> None:
+    """A reranker's checkpoint must carry its trained score head: loaded as a cross-encoder, an
+    embedding model (BertModel, ...) gets a randomly initialized one and ranks at random, each
+    replica differently."""
+    with contextlib.suppress(OSError, ValueError):
+        config = json.loads((path / "config.json").read_text())
+        architectures = [str(a) for a in config.get("architectures") or []]
+        if not any(a.endswith("ForSequenceClassification") for a in architectures):
+            found = ", ".join(architectures) or "no architectures in its config.json"
+            raise UnsupportedModelError(
+                f"{path}: task rerank needs a cross-encoder checkpoint (a "
+                f"...ForSequenceClassification score head); this one is {found}, whose score "
+                "head would be random. Serve it as an embedding model (--task embed, "
+                "spec.model.task: embed: its /rerank ranks by cosine similarity) or mount a "
+                "cross-encoder"
+            )
 
 
 def transformer_module(model: nn.Module) -> Any:
