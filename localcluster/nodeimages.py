@@ -37,6 +37,17 @@ def images_dir() -> Path:
     return cache_dir() / "images" / "node"
 
 
+def kuberank_image_archive(name: str) -> Path:
+    """The OCI archive `make images` (hack/build-images.sh) wrote for kuberank's image `name`
+    (kuberank-operator, kuberank-inference); FileNotFoundError saying how to build it."""
+    path = cache_dir() / "images" / f"{name}.oci.tar"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} is missing: build the images with `make images` (hack/build-images.sh)"
+        )
+    return path.resolve()
+
+
 def _short_hash(*parts: bytes) -> str:
     digest = hashlib.sha256()
     for part in parts:

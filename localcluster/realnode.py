@@ -358,6 +358,13 @@ class RealNode:
             names += wanted
         return names
 
+    def ensure_image(self, archive: Path) -> str:
+        """Import `archive` unless the node holds its image already (by name); the name."""
+        (wanted,) = archive_image_names(archive)
+        if wanted not in self.images():
+            self.import_images([archive])
+        return wanted
+
 
 def attach(state_dir: Path) -> RealNode | None:
     """The real node of the cluster recorded in `state_dir`, if it has one."""

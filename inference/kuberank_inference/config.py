@@ -274,7 +274,9 @@ class ServerConfig(BaseSettings):
         "batches fail as a CUDA out-of-memory error would",
     )
     shutdown_timeout: PositiveFloat = Field(
-        30.0, description="on SIGTERM, seconds to wait for requests in flight before exiting"
+        30.0,
+        description="on SIGTERM, at most this many seconds of draining (requests in flight "
+        "finish, requests still arriving are answered with Connection: close) before exiting",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="logging level"

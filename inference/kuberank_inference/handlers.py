@@ -57,6 +57,9 @@ OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 INFERENCE_PATHS = frozenset({"/rerank", "/v1/rerank", "/v2/rerank", "/embed", "/v1/embeddings"})
 HEALTH_FRESHNESS_SECONDS = 10.0
 HEALTH_PROBE_TIMEOUT_SECONDS = 30.0
+# Draining, a keep-alive connection that has sent nothing for this long is taken as abandoned
+# and closed (a client about to reuse one sees it closed and opens another).
+DRAIN_QUIET_S = 2.0
 
 
 def status_of(error: InferenceError) -> tuple[int, str]:
@@ -92,11 +95,21 @@ class ServerState:
     draining: bool = False
     failure: str | None = None
     active_requests: int = 0
+    last_request_at: float = 0.0  # time.monotonic() of the last API request's arrival
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def begin_drain(self) -> None:
         self.draining = True
         self.metrics.ready.set(0)
+
+    async def drained(self, connections: Callable[[], int]) -> None:
+        """Until no request is in flight and either no client holds a connection or none has
+        sent a request for DRAIN_QUIET_S."""
+        while True:  # polled: aiohttp signals no event when its last connection closes
+            quiet = time.monotonic() - self.last_request_at >= DRAIN_QUIET_S
+            if not self.active_requests and (not connections() or quiet):
+                return
+            await asyncio.sleep(0.05)
 
 
 def _endpoint(request: web.Request) -> str:
@@ -115,12 +128,17 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
         started = time.monotonic()
         if counted:
             state.active_requests += 1
+            state.last_request_at = started
             state.metrics.requests_in_flight.set(state.active_requests)
             state.idle.clear()
         status = 500
         try:
             response = await _answer(request, handler, state)
             status = response.status
+            if state.draining:
+                # Connection: close. A keep-alive client's next request opens a new
+                # connection, which the Service sends to a replica that is not going away.
+                response.force_close()
             return response
         except asyncio.CancelledError:
             status = 499  # the client closed the connection (nginx's convention)
@@ -194,9 +212,9 @@ class Handlers:
         return await reading.json_body(request, limit=self._state.payload_limit)
 
     def _ranker(self) -> Ranker:
+        # Draining, the model still answers: a request that reaches a pod the Service has just
+        # dropped (kube-proxy lags, keep-alive connections stay) is served, never refused.
         state = self._state
-        if state.draining:
-            raise NotReadyError("the server is shutting down; send the request to another replica")
         if state.ranker is None or not state.ready:
             raise NotReadyError(
                 state.failure or "the model is still loading; retry when /ready is 200"

@@ -1,5 +1,7 @@
-"""Run the server until SIGTERM/SIGINT: then /ready turns 503, new work is refused, requests in
-flight finish (up to --shutdown-timeout), and the process exits 0."""
+"""Run the server until SIGTERM/SIGINT, then drain: /ready turns 503 (the pod leaves the
+Service), requests that still arrive are answered with `Connection: close` (so keep-alive clients
+reconnect to another replica), and once no client holds a connection, or none sent a request for
+handlers.DRAIN_QUIET_S, or --shutdown-timeout has passed, the server closes and exits 0."""
 
 from __future__ import annotations
 
@@ -97,7 +99,7 @@ async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) 
         state.begin_drain()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(config.shutdown_timeout):
-                await state.idle.wait()
+                await state.drained(lambda: len(runner.server.connections) if runner.server else 0)
         if state.active_requests:
             log.warning("%d requests still running at the shutdown timeout", state.active_requests)
     await runner.cleanup()

@@ -7,15 +7,12 @@ import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from localcluster import LocalCluster, realnode, wait_until
-from localcluster.nodeimages import NONROOT_UID, busybox_image
-from localcluster.ociarchive import archive_image_names
-from localcluster.toolchain import cache_dir
+from localcluster.nodeimages import NONROOT_UID, busybox_image, kuberank_image_archive
 
 WAIT = 120.0
 
@@ -128,24 +125,9 @@ def scratch_namespace(cluster: LocalCluster, prefix: str) -> Iterator[str]:
         cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def image_archive(name: str) -> Path:
-    """The OCI archive `make images` (hack/build-images.sh) wrote for image `name`
-    (kuberank-operator, kuberank-inference)."""
-    path = cache_dir() / "images" / f"{name}.oci.tar"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} is missing: build the images with `make images` (hack/build-images.sh)"
-        )
-    return path.resolve()
-
-
 def import_image(node: realnode.RealNode, name: str) -> str:
-    """Import image `name`'s archive into the real node once (by its name); the image name."""
-    archive = image_archive(name)
-    (wanted,) = archive_image_names(archive)
-    if wanted not in node.images():
-        node.import_images([archive])
-    return wanted
+    """Import kuberank's image `name` (`make images`) into the real node once; its name."""
+    return node.ensure_image(kuberank_image_archive(name))
 
 
 def real_node_unavailable() -> str | None:

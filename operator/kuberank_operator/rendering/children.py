@@ -38,6 +38,9 @@ NON_ROOT_UID = 65532
 CPU_FAKE_PROFILE = "h100x1"
 # Loading a large model onto a GPU can take minutes; the startup probe allows ten.
 STARTUP_PROBE_PERIOD_S = 5
+# A deleted pod leaves the Service's endpoints at once, but kube-proxy on every node takes a
+# moment to drop it: the server keeps serving that long (preStop) before SIGTERM starts its drain.
+PRE_STOP_SLEEP_S = 5
 STARTUP_PROBE_FAILURES = 120
 
 
@@ -275,6 +278,8 @@ def inference_container(spec: RerankerSpec, options: RenderOptions | None = None
         ),
         "readinessProbe": _http_probe("/ready", "http", period=5, failures=2),
         "livenessProbe": _http_probe("/health", "http", period=10, failures=3, timeout=5),
+        # the kubelet's own sleep (Kubernetes 1.30+): no shell or sleep binary in the image
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_S}}},
         "volumeMounts": [
             {"name": HANDSHAKE_VOLUME, "mountPath": naming.HANDSHAKE_DIR},
             {"name": MODELS_VOLUME, "mountPath": naming.MODELS_DIR, "readOnly": True},
@@ -353,7 +358,8 @@ def pod_spec(spec: RerankerSpec, *, name: str, options: RenderOptions) -> dict[s
         "volumes": _volumes(spec, options),
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
-        # In-flight batches finish before the pod goes; the server drains on SIGTERM.
+        # preStop, then the server's drain on SIGTERM (requests in flight finish, keep-alive
+        # clients are told to reconnect), well inside the grace period.
         "terminationGracePeriodSeconds": 60,
         "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "topologySpreadConstraints": [
