@@ -122,7 +122,7 @@ def status(state_dir: Path) -> int:
 
 
 def demo(state_dir: Path) -> int:
-    _say("[1/7] the local control plane with fake GPU nodes")
+    _say("[1/8] the local control plane with fake GPU nodes")
     up(state_dir)
     files = ClusterFiles(state_dir)
     _say("fake GPU nodes and their capacity:")

@@ -19,11 +19,12 @@ from typing import Any
 
 import yaml
 
-from localcluster import processes
+from localcluster import processes, realnode
 from localcluster.cluster import read_record, wait_until
 from localcluster.components import ComponentSpec
 from localcluster.layout import ClusterFiles
 from localcluster.processes import Component
+from localcluster.release import realpods
 from localcluster.release.clusters import RecordedCluster
 from localcluster.release.operating import start_host_operator
 
@@ -38,8 +39,10 @@ MODELS_PREFIX = "/var/lib/kuberank/models"
 ADMIN_VALUES = (
     "--set", f"admission.tuningNamespaces={{{APP_NAMESPACE}}}",
     "--set", f"admission.allowedHostPathPrefixes={{{MODELS_PREFIX}}}",
+    # the CPU release of step 8 manages its own namespace
+    "--set", f"operator.watchNamespaces={{{APP_NAMESPACE}}}",
 )  # fmt: skip
-STEPS = 7
+STEPS = 8
 # Processes this demo leaves running; names start with "demo-" so a re-run finds its own.
 DEMO_PREFIX = "demo-"
 QUERY = "How do I stop a GPU reranker from running out of memory?"
@@ -121,6 +124,7 @@ def tell_story(state_dir: Path) -> int:
 
     # -- 2: the chart --------------------------------------------------------------------------
     def install() -> None:
+        kube.kubectl("create", "namespace", APP_NAMESPACE, check=False)  # the operator's Roles
         kube.helm(
             "upgrade", "--install", RELEASE, str(CHART), "-n", RELEASE_NAMESPACE,
             "--create-namespace", "--wait", "--timeout", "120s", *ADMIN_VALUES,
@@ -155,7 +159,6 @@ def tell_story(state_dir: Path) -> int:
     # -- 4: the example ------------------------------------------------------------------------
     example = yaml.safe_load(EXAMPLE.read_text())
     name = example["metadata"]["name"]
-    kube.kubectl("create", "namespace", APP_NAMESPACE, check=False)
 
     def apply_and_wait() -> None:
         kube.kubectl("apply", "-n", APP_NAMESPACE, "-f", str(EXAMPLE))
@@ -256,6 +259,9 @@ def tell_story(state_dir: Path) -> int:
     say(7, f"kubectl get rrd -n {APP_NAMESPACE} -o wide")
     for line in kube.kubectl("get", "rrd", "-n", APP_NAMESPACE, "-o", "wide").stdout.splitlines():
         detail(line)
+    # -- 8: real containers ------------------------------------------------------------------------
+    show_real_pods(kube, files)
+
     print(
         "\nThe cluster, the operator and the two servers keep running. Try:\n"
         f"  export KUBECONFIG={files.kubeconfig} PATH={files.bin_dir}:$PATH\n"
@@ -268,6 +274,41 @@ def tell_story(state_dir: Path) -> int:
         flush=True,
     )
     return 0
+
+
+def show_real_pods(kube: RecordedCluster, files: ClusterFiles) -> None:
+    """Step 8: the chart with gpu.enabled=false, its operator and a CPU RerankerDeployment as
+    real containers on the real node; skipped, saying why, where there are none."""
+    why = realpods.unavailable(files.state_dir)
+    node = realnode.attach(files.state_dir)
+    if why is not None or node is None:
+        say(8, f"real containers: skipped: {why}")
+        return
+    where = realpods.CpuRelease()
+    say(
+        8,
+        f"real containers on {node.name}: the chart again, gpu.enabled=false (kubelet, containerd)",
+    )
+    started = time.monotonic()
+    served = realpods.serve(
+        kube, node, files.state_dir, query=QUERY, documents=DOCUMENTS, progress=detail, where=where
+    )
+    detail(f"({time.monotonic() - started:.1f}s)")
+    detail(
+        f"operator pod {served.operator_pod} (-n {where.namespace}) runs its image on {node.name}"
+    )
+    detail(f"POST {served.service_url}/rerank (the Service's ClusterIP, kube-proxy):")
+    for place, hit in enumerate(served.ranking[:3], start=1):
+        detail(f"{place}. score {hit['score']:+.3f}  [{hit['index']}] {hit['text'][:78]}")
+    listing = kube.kubectl(
+        "get", "pods", "-n", where.apps, "-o",
+        "custom-columns=POD:.metadata.name,NODE:.spec.nodeName,IP:.status.podIP,"
+        "CONTAINERS:.spec.containers[*].name,READY:.status.conditions[?(@.type=='Ready')].status",
+    ).stdout  # fmt: skip
+    for line in listing.splitlines():
+        detail(line)
+    for line in kube.kubectl("get", "rrd", "-n", where.apps).stdout.splitlines():
+        detail(line)
 
 
 def _short_labels(metric: str) -> str:

@@ -22,7 +22,8 @@ def run_cli(command: str, state_dir: Path, timeout: float) -> subprocess.Complet
     return subprocess.run(
         [sys.executable, "-m", "localcluster", command],
         cwd=REPO,
-        env={**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir)},
+        # the kwok story; step 8's real containers: tests/e2e/test_demo_real_pods.py
+        env={**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir), "KUBERANK_REAL_NODE": "0"},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -37,8 +38,11 @@ def test_demo_answers_a_query_on_a_ready_rerankerdeployment_and_cleans_up(tmp_pa
         demo = run_cli("demo", state_dir, timeout=400)
         out = demo.stdout
         assert demo.returncode == 0, out + demo.stderr
-        steps = re.findall(r"^==> \[(\d)/7\]", out, flags=re.MULTILINE)
-        assert steps == [str(n) for n in range(1, 8)], out
+        steps = re.findall(r"^==> \[(\d)/8\]", out, flags=re.MULTILINE)
+        assert steps == [str(n) for n in range(1, 9)], out
+        # without a real node step 8 says why and goes on
+        skipped = r"^==> \[8/8\] real containers: skipped: .*KUBERANK_REAL_NODE=0"
+        assert re.search(skipped, out, flags=re.MULTILINE), out
         # The ranked answer: the memory document first, all five documents ranked.
         ranked = re.findall(r"^\s+(\d)\. score [+-]\d\.\d{3}\s+\[(\d)\]", out, flags=re.MULTILINE)
         assert [place for place, _ in ranked] == ["1", "2", "3", "4", "5"], out

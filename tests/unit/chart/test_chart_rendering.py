@@ -217,6 +217,30 @@ def test_watch_namespaces_binds_only_those_namespaces(render: Render) -> None:
     assert "--namespaces=search,rag" in args
 
 
+def test_the_admission_policy_judges_the_watched_namespaces_unless_told_otherwise(
+    render: Render,
+) -> None:
+    """Two releases watching different namespaces (say one with gpu.enabled=false) must not
+    refuse each other's resources by their own rules."""
+    (everywhere,) = by_kind(render(), "ValidatingAdmissionPolicyBinding")
+    assert "matchResources" not in everywhere["spec"]
+    (watched,) = by_kind(
+        render("operator.watchNamespaces={search,rag}"), "ValidatingAdmissionPolicyBinding"
+    )
+    assert watched["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["search", "rag"]}
+        ]
+    }
+    (chosen,) = by_kind(
+        render(
+            "operator.watchNamespaces={search}", "admission.namespaceSelector.matchLabels.team=a"
+        ),
+        "ValidatingAdmissionPolicyBinding",
+    )
+    assert chosen["spec"]["matchResources"]["namespaceSelector"] == {"matchLabels": {"team": "a"}}
+
+
 def test_image_digest_wins_over_tag(render: Render) -> None:
     digest = "sha256:" + "ab" * 32
     objects = render(f"image.digest={digest}", "image.tag=9.9.9", "image.registry=registry.local")
