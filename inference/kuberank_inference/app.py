@@ -97,7 +97,6 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
             "auth": config.api_token is not None or config.api_token_file is not None,
         },
     )
-    state.idle.set()
     app = web.Application(
         client_max_size=config.payload_limit, middlewares=build_middlewares(state)
     )

@@ -9,7 +9,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -96,7 +96,6 @@ class ServerState:
     failure: str | None = None
     active_requests: int = 0
     last_request_at: float = 0.0  # time.monotonic() of the last API request's arrival
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def begin_drain(self) -> None:
         self.draining = True
@@ -130,7 +129,6 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
             state.active_requests += 1
             state.last_request_at = started
             state.metrics.requests_in_flight.set(state.active_requests)
-            state.idle.clear()
         status = 500
         try:
             response = await _answer(request, handler, state)
@@ -147,8 +145,6 @@ def build_middlewares(state: ServerState) -> list[Callable[..., Awaitable[web.St
             if counted:
                 state.active_requests -= 1
                 state.metrics.requests_in_flight.set(state.active_requests)
-                if state.active_requests == 0:
-                    state.idle.set()
             state.metrics.requests.labels(endpoint, str(status)).inc()
             state.metrics.request_duration.labels(endpoint).observe(time.monotonic() - started)
 
