@@ -90,7 +90,7 @@ def import_images(node: realnode.RealNode, progress: Callable[[str], None]) -> l
             continue
         started = time.monotonic()
         progress(f"{image}: importing {archive.stat().st_size / 1e9:.1f} GB into containerd")
-        names.append(node.ensure_image(archive))
+        names += node.import_images([archive])
         progress(f"{image}: on {node.name} ({time.monotonic() - started:.0f}s)")
     return names
 
@@ -121,30 +121,41 @@ def install(kube: Kube, where: CpuRelease, *, models: Path, image: str) -> None:
     )  # fmt: skip
 
 
+def cpu_spec(models: Path, **extra: Any) -> dict[str, Any]:
+    """A CPU RerankerDeployment's spec on the real node, small enough for its two cores: the
+    packaged MiniLM from `models` (a bi-encoder: /rerank by cosine)."""
+    spec: dict[str, Any] = {
+        "replicas": 1,
+        "model": {
+            "id": "sentence-transformers/all-MiniLM-L6-v2",
+            "task": "embed",
+            "dtype": "float32",
+            "maxLength": 256,
+            "source": {"hostPath": {"path": str(models)}},
+        },
+        "batching": {"maxBatchTokens": 4096, "tokenizationWorkers": 1},
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
+        "nodeSelector": {realnode.REAL_NODE_LABEL: "true"},
+        "tolerations": [realnode.TOLERATION],
+    }
+    spec.update(extra)
+    return spec
+
+
 def resource(where: CpuRelease, models: Path) -> dict[str, Any]:
-    """The CPU RerankerDeployment: the packaged MiniLM (a bi-encoder: /rerank by cosine)."""
     return {
         "apiVersion": "kuberank.dev/v1alpha1",
         "kind": "RerankerDeployment",
         "metadata": {"name": where.name, "namespace": where.apps},
-        "spec": {
-            "replicas": 1,
-            "model": {
-                "id": "sentence-transformers/all-MiniLM-L6-v2",
-                "task": "embed",
-                "dtype": "float32",
-                "maxLength": 256,
-                "source": {"hostPath": {"path": str(models)}},
-            },
-            "batching": {"maxBatchTokens": 4096, "tokenizationWorkers": 1},
-            "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "2Gi"},
-            },
-            "nodeSelector": {realnode.REAL_NODE_LABEL: "true"},
-            "tolerations": [realnode.TOLERATION],
-        },
+        "spec": cpu_spec(models),
     }
+
+
+def service_url(kube: Kube, namespace: str, name: str) -> str:
+    """http://CLUSTER-IP:PORT of a RerankerDeployment's Service."""
+    service = json.loads(kube.kubectl("get", "service", name, "-n", namespace, "-o", "json").stdout)
+    (port,) = service["spec"]["ports"]
+    return f"http://{service['spec']['clusterIP']}:{port['port']}"
 
 
 def _ready(kube: Kube, where: CpuRelease) -> bool:
@@ -189,10 +200,7 @@ def serve(
         lambda: _ready(kube, where), timeout=READY_TIMEOUT, interval=1,
         what=f"rrd/{where.name} Ready on {node.name} (kubectl describe pods -n {where.apps})",
     )  # fmt: skip
-    service = json.loads(
-        kube.kubectl("get", "service", where.name, "-n", where.apps, "-o", "json").stdout
-    )
-    url = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    url = service_url(kube, where.apps, where.name)
     request = urllib.request.Request(
         f"{url}/rerank",
         data=json.dumps({"query": query, "texts": documents, "return_text": True}).encode(),

