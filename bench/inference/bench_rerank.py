@@ -20,11 +20,13 @@ import contextlib
 import gc
 import json
 import os
+import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
@@ -301,6 +303,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
+        settings, extra = split_environment(extra)
+        env.update(settings)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO / "inference"), str(REPO), env.get("PYTHONPATH", "")]
         )
@@ -354,6 +358,97 @@ class Server:
             code = -9
         self.log_file.close()
         return code
+
+
+def split_environment(flags: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading `NAME=value` words of a server's flags are its environment (as a shell reads
+    `NAME=value command`): `TOKENIZERS_PARALLELISM=false --calibration off`."""
+    settings: dict[str, str] = {}
+    words = list(flags)
+    while words and _ENVIRONMENT_WORD.match(words[0]):
+        name, _, value = words.pop(0).partition("=")
+        settings[name] = value
+    return settings, words
+
+
+_ENVIRONMENT_WORD = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+
+
+class Spy:
+    """py-spy on the server (and its model process) for a few seconds once `delay` has passed,
+    twice at once: every thread's on-CPU stacks, and only the thread holding the GIL. Raw
+    collapsed stacks, summarized by `spy_summary`."""
+
+    def __init__(
+        self, binary: str, pid: int, *, seconds: float, delay: float, prefix: Path
+    ) -> None:
+        self.outputs = {kind: prefix.with_name(f"{prefix.name}-{kind}.txt") for kind in _SPY_KINDS}
+        self._command = [binary, "record", "--pid", str(pid), "--threads", "--format", "raw"]
+        self._command += ["--rate", str(_SPY_RATE), "--duration", str(max(1, round(seconds)))]
+        self._command += ["--nonblocking", "--subprocesses"]
+        self._possible = _SPY_RATE * max(1, round(seconds))
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._timer = threading.Timer(delay, self._start)
+        self._timer.start()
+
+    def _start(self) -> None:
+        for kind, extra in _SPY_KINDS.items():
+            self._processes.append(
+                subprocess.Popen(
+                    [*self._command, *extra, "-o", str(self.outputs[kind])],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def summaries(self) -> dict[str, str]:
+        from bench.inference.spy_summary import parse, summarize
+
+        self._timer.join()
+        for process in self._processes:
+            try:
+                process.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        found = {}
+        for kind, path in self.outputs.items():
+            if path.is_file():
+                lines = path.read_text(encoding="utf-8").splitlines()
+                found[kind] = summarize(parse(lines), top=15, possible=self._possible)
+            else:
+                found[kind] = "no samples (py-spy failed: is ptrace allowed?)"
+        return found
+
+
+_SPY_KINDS = {"cpu": [], "gil": ["--gil"]}
+_SPY_RATE = 250
+
+# where a request's time goes in the server, from its histograms (seconds per observation)
+_STAGES = {
+    "tokenization_s": "kuberank_inference_tokenization_duration_seconds",
+    "queue_s": "kuberank_inference_queue_duration_seconds",
+    "batch_s": "kuberank_inference_inference_duration_seconds",
+    "request_s": "kuberank_inference_request_duration_seconds",
+    "batch_tokens": "kuberank_inference_batch_tokens",
+}
+
+
+def stage_means(before: str, after: str) -> dict[str, float]:
+    """Mean of each stage over what happened between two /metrics scrapes."""
+    means: dict[str, float] = {}
+    for label, name in _STAGES.items():
+        old, new = metric_values(before, name), metric_values(after, name)
+        count = _series(new, f"{name}_count") - _series(old, f"{name}_count")
+        total = _series(new, f"{name}_sum") - _series(old, f"{name}_sum")
+        means[label] = total / count if count else 0.0
+        if label == "batch_s":
+            means["batches"] = count
+    return means
+
+
+def _series(values: dict[str, float], name: str) -> float:
+    """The sum over a metric's series (labels summed): `name` or `name{...}`."""
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 def metric_values(text: str, name: str) -> dict[str, float]:
@@ -454,6 +549,17 @@ def serve_and_load(
     url = f"{server.url}/rerank"
     closed: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
+        before = server.get("/metrics")
+        spy: Spy | None = None
+        if args.spy_seconds > 0 and concurrency == max(args.concurrency):
+            prefix = out / f"spy-{shape.name}{'-' + label if label else ''}"
+            spy = Spy(
+                args.spy,
+                server.process.pid,
+                seconds=args.spy_seconds,
+                delay=args.warmup + 0.5,
+                prefix=prefix,
+            )
         result = asyncio.run(
             closed_loop(
                 url,
@@ -465,7 +571,15 @@ def serve_and_load(
                 processes=args.client_processes,
             )
         )
-        row = {"concurrency": concurrency, **summarize(result)}
+        row = {
+            "concurrency": concurrency,
+            **summarize(result),
+            "stages": stage_means(before, server.get("/metrics")),
+        }
+        if spy is not None:
+            row["spy"] = spy.summaries()
+            for kind, text in row["spy"].items():
+                log(f"{shape.name} {label} c={concurrency} py-spy {kind}:\n{text}")
         log(f"{shape.name} c={concurrency}: {row}")
         closed.append(row)
     peak = max(closed, key=lambda r: r["pairs_per_s"])
@@ -625,6 +739,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="spread the closed-loop clients over this many processes (one event loop each)",
     )
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--spy-seconds",
+        type=float,
+        default=0.0,
+        help="py-spy the server this long during the closed loop at the highest concurrency "
+        "(on-CPU stacks and the GIL holder's, summarized in the output)",
+    )
+    parser.add_argument("--spy", default="py-spy", help="the py-spy binary")
     parser.add_argument(
         "--compare",
         action="store_true",

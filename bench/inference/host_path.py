@@ -38,10 +38,11 @@ class HostOnlyRunner:
         from tokenizers import Tokenizer
 
         from kuberank_inference.engine.contracts import ModelInfo
-        from kuberank_inference.torchmodel.tokenizing import SequenceTokenizer
+        from kuberank_inference.torchmodel.tokenizing import TokenizerSpec
 
         backend = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-        self._tokenizer = SequenceTokenizer(backend, max_length=max_length, uses_type_ids=True)
+        self._spec = TokenizerSpec(backend.to_str(), max_length=max_length, uses_type_ids=True)
+        self._tokenizer = self._spec.build()
         self.info = ModelInfo(
             model_id="host-only",
             source=str(tokenizer_dir),
@@ -59,6 +60,10 @@ class HostOnlyRunner:
 
     def encode(self, request: Any, *, abandoned: Any = None) -> list[Any]:
         return list(self._tokenizer.encode(request, abandoned=abandoned))
+
+    def tokenizer_spec(self) -> Any:
+        """What the server's tokenizer processes (its default) build their tokenizer from."""
+        return self._spec
 
     def start_batch(self, sequences: Sequence[Any]) -> Any:
         count = len(sequences)
@@ -107,8 +112,23 @@ def _serve(port: int, tokenizer_dir: Path, extra: list[str]) -> int:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of a process and of its live descendants (the tokenizer processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:  # gone
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for path in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(child) for child in path.read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -26,7 +26,7 @@ from kuberank_inference.engine.calibration import (
     not_calibrated,
     plan_grid,
 )
-from kuberank_inference.engine.contracts import ModelRunner
+from kuberank_inference.engine.contracts import ModelRunner, Tokenizers
 from kuberank_inference.engine.fitting import BudgetInForce, StartupMemoryError, fit_token_budget
 from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.faults import OomInjection
@@ -58,6 +58,8 @@ class ServableModel(ModelRunner, Protocol):
 
 
 ModelLoader = Callable[[], ServableModel]
+# where the loaded model's requests are tokenized, given the number of workers; None: threads
+TokenizersFactory = Callable[[ServableModel, int], Tokenizers | None]
 
 
 def engine_settings(config: ServerConfig, *, cpus: int | None = None) -> EngineSettings:
@@ -75,7 +77,12 @@ def engine_settings(config: ServerConfig, *, cpus: int | None = None) -> EngineS
     )
 
 
-def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Application:
+def create_app(
+    config: ServerConfig,
+    *,
+    load_model: ModelLoader,
+    make_tokenizers: TokenizersFactory | None = None,
+) -> web.Application:
     settings = engine_settings(config)
     metrics = InferenceMetrics()
     metrics.ready.set(0)
@@ -107,7 +114,11 @@ def create_app(config: ServerConfig, *, load_model: ModelLoader) -> web.Applicat
     loaded: list[ServableModel] = []
 
     async def on_startup(app: web.Application) -> None:
-        bring_up.append(asyncio.create_task(_bring_up(app, config, settings, load_model, loaded)))
+        bring_up.append(
+            asyncio.create_task(
+                _bring_up(app, config, settings, load_model, loaded, make_tokenizers)
+            )
+        )
 
     async def on_cleanup(app: web.Application) -> None:
         for task in bring_up:
@@ -129,6 +140,7 @@ async def _bring_up(
     settings: EngineSettings,
     load_model: ModelLoader,
     loaded: list[ServableModel],
+    make_tokenizers: TokenizersFactory | None,
 ) -> None:
     state = app[STATE]
     try:
@@ -195,12 +207,23 @@ async def _bring_up(
             max_batch_tokens=budget.token_budget,
             batches_in_flight=chosen.batches_in_flight,
         )
-        engine = BatchEngine(runner=model, settings=fitted, metrics=state.metrics)
+        tokenizers = None
+        if make_tokenizers is not None:
+            tokenizers = await asyncio.to_thread(
+                make_tokenizers, model, fitted.tokenization_workers
+            )
+        engine = BatchEngine(
+            runner=model,
+            settings=fitted,
+            metrics=state.metrics,
+            tokenizers=(lambda: tokenizers) if tokenizers is not None else None,
+        )
         state.budget = budget
         state.calibration = report
         state.limits_info.update(
             max_batch_tokens=engine.token_budget_ceiling,
             batches_in_flight=fitted.batches_in_flight,
+            tokenizer_processes="on" if tokenizers is not None else "off",
         )
         state.metrics.record_calibration(report)
         state.metrics.record_budget(

@@ -215,8 +215,16 @@ class ServerConfig(BaseSettings):
     )
     tokenization_workers: NonNegativeInt = Field(
         0,
-        description="threads that tokenize requests off the event loop; 0 is one per CPU of "
-        "the container's CPU quota (cgroup cpu.max, else the CPUs it may run on), at most 8",
+        description="tokenizer workers (processes, or threads with --tokenizer-processes off) "
+        "that tokenize requests off the event loop; 0 is one per CPU of the container's CPU "
+        "quota (cgroup cpu.max, else the CPUs it may run on), at most 8",
+    )
+    tokenizer_processes: Literal["on", "off"] = Field(
+        "on",
+        description="tokenize in worker processes of their own, so that turning the "
+        "tokenizer's output into arrays (Python, about 40 µs a pair) never holds the server's "
+        "GIL, which the event loop and the kernel launches need; each worker holds a copy of "
+        "the tokenizer (about 60 MB of memory). off: threads of the server process",
     )
     calibration: Literal["auto", "on", "off"] = Field(
         "auto",

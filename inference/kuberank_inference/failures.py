@@ -60,6 +60,11 @@ class InputTooLongError(InvalidRequestError):
         self.with_query = with_query
         self.at_least = at_least
 
+    def __reduce__(self) -> tuple[object, ...]:
+        """Rebuilt from its fields when it crosses a process boundary (a tokenizer process)."""
+        fields = (self.index, self.where, self.tokens, self.limit, self.with_query, self.at_least)
+        return (_input_too_long, fields)
+
     def renamed(self, where: str) -> InputTooLongError:
         return InputTooLongError(
             index=self.index,
@@ -109,3 +114,16 @@ class DeviceOutOfMemoryError(Exception):
         super().__init__(f"device out of memory on a batch of {tokens} tokens: {detail}")
         self.tokens = tokens
         self.detail = detail
+
+
+def _input_too_long(
+    index: int, where: str, tokens: int, limit: int, with_query: bool, at_least: bool
+) -> InputTooLongError:
+    return InputTooLongError(
+        index=index,
+        where=where,
+        tokens=tokens,
+        limit=limit,
+        with_query=with_query,
+        at_least=at_least,
+    )

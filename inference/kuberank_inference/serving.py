@@ -10,11 +10,14 @@ import contextlib
 import logging
 import os
 import signal
+import time
 
 from aiohttp import web
 
-from kuberank_inference.app import FATAL, STATE, ModelLoader, create_app
+from kuberank_inference.app import FATAL, STATE, ModelLoader, TokenizersFactory, create_app
 from kuberank_inference.config import ServerConfig
+from kuberank_inference.cpuquota import read_cpu_budget
+from kuberank_inference.engine.contracts import Tokenizers
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +68,38 @@ def load_torch_model(config: ServerConfig) -> ModelLoader:
     return load  # type: ignore[return-value]
 
 
+def torch_tokenizers(config: ServerConfig) -> TokenizersFactory | None:
+    """Tokenizer processes for a torch model (None: the engine's threads): `workers` of them,
+    each with an equal share of the container's CPUs for the Rust tokenizer's own threads."""
+    if config.tokenizer_processes == "off":
+        return None
+
+    def make(model: object, workers: int) -> Tokenizers | None:
+        spec = getattr(model, "tokenizer_spec", None)
+        if spec is None:  # a model without a Rust tokenizer to copy: threads
+            return None
+        from kuberank_inference.torchmodel.tokenizerpool import ProcessTokenizers
+
+        started = time.perf_counter()
+        tokenizers = ProcessTokenizers(
+            spec(), workers=workers, threads_per_worker=max(1, read_cpu_budget() // workers)
+        )
+        log.info("%d tokenizer processes started in %.1f s", workers, time.perf_counter() - started)
+        return tokenizers
+
+    return make
+
+
 def use_model_process(config: ServerConfig) -> bool:
     return config.model_process == "on"
 
 
 async def serve(config: ServerConfig, *, load_model: ModelLoader | None = None) -> int:
-    app = create_app(config, load_model=load_model or load_torch_model(config))
+    app = create_app(
+        config,
+        load_model=load_model or load_torch_model(config),
+        make_tokenizers=torch_tokenizers(config),
+    )
     runner = web.AppRunner(
         app,
         handler_cancellation=True,

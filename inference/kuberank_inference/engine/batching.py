@@ -1,6 +1,7 @@
-"""BatchEngine: admits requests, tokenizes them off the event loop, queues their sequences and runs
-them in batches on one worker thread, two batches deep (the next is collated, copied and launched
-while the device still runs the previous one).
+"""BatchEngine: admits requests, tokenizes them off the event loop (on the `Tokenizers` it is
+given, threads of its own by default), queues their sequences and runs them in batches on one
+worker thread, two batches deep (the next is collated, copied and launched while the device still
+runs the previous one).
 
 It knows neither HTTP nor torch: it talks to a `ModelRunner` and reports to `InferenceMetrics`.
 """
@@ -8,14 +9,12 @@ It knows neither HTTP nor torch: it talks to a `ModelRunner` and reports to `Inf
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kuberank_inference.engine.budget import TokenBudget
@@ -24,9 +23,12 @@ from kuberank_inference.engine.contracts import (
     ModelInput,
     ModelRunner,
     Output,
+    TokenizationTicket,
     TokenizedSequence,
+    Tokenizers,
 )
 from kuberank_inference.engine.planning import BatchPlanner, PlannedItem, padding_ratio
+from kuberank_inference.engine.tokenizers import ThreadTokenizers
 from kuberank_inference.failures import (
     DeviceOutOfMemoryError,
     InferenceError,
@@ -92,7 +94,10 @@ class BatchEngine:
         settings: EngineSettings,
         metrics: InferenceMetrics,
         clock: Callable[[], float] = time.monotonic,
+        tokenizers: Callable[[], Tokenizers] | None = None,
     ) -> None:
+        """`tokenizers` makes where requests are tokenized (called at start); by default
+        `settings.tokenization_workers` threads run the runner's own `encode`."""
         info = runner.info
         self._runner = runner
         self._settings = settings
@@ -115,7 +120,10 @@ class BatchEngine:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: threading.Thread | None = None
-        self._tokenizers: ThreadPoolExecutor | None = None
+        self._make_tokenizers = tokenizers or (
+            lambda: ThreadTokenizers(runner.encode, workers=settings.tokenization_workers)
+        )
+        self._tokenizers: Tokenizers | None = None
         self.last_success: float | None = None
         metrics.token_budget.set(self._budget.ceiling)
 
@@ -129,9 +137,7 @@ class BatchEngine:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tokenizers = ThreadPoolExecutor(
-            max_workers=self._settings.tokenization_workers, thread_name_prefix="kuberank-tokenize"
-        )
+        self._tokenizers = self._make_tokenizers()
         self._worker = threading.Thread(target=self._work, name="kuberank-batcher", daemon=True)
         self._worker.start()
 
@@ -143,7 +149,7 @@ class BatchEngine:
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
         if self._tokenizers is not None:
-            self._tokenizers.shutdown(wait=False, cancel_futures=True)
+            self._tokenizers.shutdown()
         for job in list(self._jobs.values()):
             if not job.future.done():
                 job.future.set_exception(NotReadyError("the server is shutting down"))
@@ -164,20 +170,20 @@ class BatchEngine:
         self._in_flight_pairs += size
         self._metrics.pairs_in_flight.set(self._in_flight_pairs)
         job: _Job | None = None
-        # set when the client leaves: a tokenization not yet started never starts (the
-        # executor's future is cancelled), one under way stops at its next chunk
-        left = threading.Event()
+        # abandoned when the client leaves: a tokenization not yet started never starts, one
+        # under way stops at its next chunk
+        ticket: TokenizationTicket | None = None
         try:
             started = self._clock()
-            sequences = await self._loop.run_in_executor(
-                self._tokenizers, functools.partial(self._runner.encode, request, abandoned=left)
-            )
+            ticket = self._tokenizers.submit(request)
+            sequences = await asyncio.wrap_future(ticket.future)
             self._metrics.tokenization_duration.observe(self._clock() - started)
             job = self._enqueue(sequences)
             outputs = await job.future
             return Completed(outputs, sum(seq.num_tokens for seq in sequences))
         except asyncio.CancelledError:
-            left.set()
+            if ticket is not None:
+                ticket.abandon()
             if job is not None:
                 self._abandon(job)
             raise

@@ -7,6 +7,7 @@ hold, and outputs are floats (a raw score) or lists of floats (an embedding).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -92,6 +93,25 @@ class Abandoned(Protocol):
     """Set when the client of a request has left (a threading.Event): work for it may stop."""
 
     def is_set(self) -> bool: ...
+
+
+class TokenizationTicket(Protocol):
+    """One request handed to the tokenizers: its future, and a way to say its client left (work
+    not yet started never starts; work under way stops between chunks)."""
+
+    @property
+    def future(self) -> Future[list[TokenizedSequence]]: ...
+
+    def abandon(self) -> None: ...
+
+
+class Tokenizers(Protocol):
+    """Where requests are tokenized, off the event loop: the server's own threads, or processes
+    of their own (whose Python never holds the server's GIL)."""
+
+    def submit(self, request: ModelInput) -> TokenizationTicket: ...
+
+    def shutdown(self) -> None: ...
 
 
 class BatchHandle(Protocol):

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, cast
 
-import numpy as np
-from tokenizers import Tokenizer
-
 from kuberank_inference.engine.contracts import (
     Abandoned,
     BatchHandle,
@@ -36,7 +33,12 @@ from kuberank_inference.engine.contracts import (
 )
 from kuberank_inference.failures import DeviceOutOfMemoryError
 from kuberank_inference.torchmodel.settings import RunnerSettings
-from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer
+from kuberank_inference.torchmodel.tokenizing import (
+    Encoded,
+    TokenizerSpec,
+    pack,
+    unpack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,22 +69,6 @@ class _Handle:
     tokens: int
 
 
-def _pack(sequences: Sequence[Encoded]) -> tuple[Any, Any, Any]:
-    ids = np.concatenate([seq.ids for seq in sequences])
-    lengths = np.fromiter((seq.num_tokens for seq in sequences), dtype=np.int32)
-    types = None
-    if sequences and sequences[0].type_ids is not None:
-        types = np.concatenate([seq.type_ids for seq in sequences if seq.type_ids is not None])
-    return ids, lengths, types
-
-
-def _unpack(ids: Any, lengths: Any, types: Any) -> list[Encoded]:
-    bounds = np.cumsum(lengths)[:-1]
-    id_parts = np.split(ids, bounds)
-    type_parts = np.split(types, bounds) if types is not None else [None] * len(id_parts)
-    return [Encoded(i, t) for i, t in zip(id_parts, type_parts, strict=True)]
-
-
 class ModelProcess:
     """A ModelRunner whose forward passes run in a child process."""
 
@@ -110,11 +96,7 @@ class ModelProcess:
         started = cast(_Started, message[1])
         self._started = started
         self._memory = started.memory
-        self._tokenizer = SequenceTokenizer(
-            Tokenizer.from_str(started.tokenizer_json),
-            max_length=started.max_length,
-            uses_type_ids=started.uses_type_ids,
-        )
+        self._tokenizer = self.tokenizer_spec().build()
 
     # --- ModelRunner -------------------------------------------------------------------------
 
@@ -131,7 +113,7 @@ class ModelProcess:
         encoded = cast(Sequence[Encoded], sequences)
         self._numbers += 1
         handle = _Handle(self._numbers, sum(seq.num_tokens for seq in encoded))
-        self._send(("batch", handle.number, *_pack(encoded)))
+        self._send(("batch", handle.number, pack(encoded)))
         return handle
 
     def finish_batch(self, handle: BatchHandle) -> list[Output]:
@@ -174,6 +156,10 @@ class ModelProcess:
     def resident_bytes(self) -> int:
         return self._started.resident_bytes
 
+    def tokenizer_spec(self) -> TokenizerSpec:
+        started = self._started
+        return TokenizerSpec(started.tokenizer_json, started.max_length, started.uses_type_ids)
+
     def device_uuids(self) -> list[str]:
         return list(self._started.device_uuids)
 
@@ -215,12 +201,12 @@ def _child_main(conn: Connection, settings: RunnerSettings, batches_in_flight: i
 
         with out_of_memory_reported():
             runner = TorchRunner(settings)  # warmed up and measured on the parent's requests
-        tokenizer_json, max_length, uses_type_ids = runner.tokenizer_spec()
+        spec = runner.tokenizer_spec()
         started = _Started(
             info=runner.info,
-            tokenizer_json=tokenizer_json,
-            max_length=max_length,
-            uses_type_ids=uses_type_ids,
+            tokenizer_json=spec.tokenizer_json,
+            max_length=spec.max_length,
+            uses_type_ids=spec.uses_type_ids,
             resident_bytes=runner.resident_bytes(),
             device_uuids=runner.device_uuids(),
             memory=runner.device_memory(),
@@ -258,7 +244,7 @@ def _serve_batches(conn: Connection, runner: Any, *, depth: int) -> None:
                 _finish(conn, runner, *launched.popleft())
             _step(conn, runner, kind, number, message[2])
             continue
-        batch = functools.partial(runner.start_batch, _unpack(*message[2:]))
+        batch = functools.partial(runner.start_batch, unpack(message[2]))
         handle = _attempt(conn, number, batch, "start")
         if handle is not _FAILED:
             launched.append((number, handle))

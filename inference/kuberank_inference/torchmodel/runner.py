@@ -49,7 +49,7 @@ from kuberank_inference.torchmodel.packed import (
 )
 from kuberank_inference.torchmodel.selfcheck import agrees_with_reference, synthetic_batch
 from kuberank_inference.torchmodel.settings import RunnerSettings
-from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer
+from kuberank_inference.torchmodel.tokenizing import Encoded, SequenceTokenizer, TokenizerSpec
 
 __all__ = ["RunnerSettings", "TorchRunner", "UnsupportedModelError"]
 
@@ -152,9 +152,9 @@ class TorchRunner:
     def _varlen_usable(self) -> bool:
         return self._device.type == "cuda" and self._dtype in (torch.float16, torch.bfloat16)
 
-    def tokenizer_spec(self) -> tuple[str, int, bool]:
+    def tokenizer_spec(self) -> TokenizerSpec:
         """What another process needs to tokenize exactly like this runner."""
-        return self._tokenizer_json, self._tokenizer.max_length, self._uses_type_ids
+        return TokenizerSpec(self._tokenizer_json, self._tokenizer.max_length, self._uses_type_ids)
 
     def close(self) -> None:
         """Nothing to release: the model lives as long as the process."""

@@ -47,6 +47,22 @@ class _Clip:
     counted: int
 
 
+@dataclass(frozen=True, slots=True)
+class TokenizerSpec:
+    """What another process needs to tokenize exactly as the model's runner does."""
+
+    tokenizer_json: str
+    max_length: int
+    uses_type_ids: bool
+
+    def build(self) -> SequenceTokenizer:
+        return SequenceTokenizer(
+            Tokenizer.from_str(self.tokenizer_json),
+            max_length=self.max_length,
+            uses_type_ids=self.uses_type_ids,
+        )
+
+
 class SequenceTokenizer:
     def __init__(self, backend: Tokenizer, *, max_length: int, uses_type_ids: bool) -> None:
         serialized = backend.to_str()
@@ -203,6 +219,40 @@ class _Pairs:
         cut.truncate(tokens, direction=direction)
         self._cut[tokens] = cut
         return cut
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Sequences as three flat arrays, the form they cross a process boundary in: all ids, each
+    sequence's length, and all type ids (None when the model has a single token type)."""
+
+    ids: IntArray
+    lengths: IntArray
+    type_ids: IntArray | None
+
+
+def pack(sequences: Sequence[Encoded]) -> Packed:
+    if not sequences:
+        empty = np.zeros(0, dtype=np.int32)
+        return Packed(empty, empty, None)
+    ids = np.concatenate([seq.ids for seq in sequences])
+    lengths = np.fromiter((seq.num_tokens for seq in sequences), dtype=np.int32)
+    types = None
+    if sequences[0].type_ids is not None:
+        types = np.concatenate([seq.type_ids for seq in sequences if seq.type_ids is not None])
+    return Packed(ids, lengths, types)
+
+
+def unpack(packed: Packed) -> list[Encoded]:
+    """The sequences again, as views into the packed arrays (no copy)."""
+    if not len(packed.lengths):
+        return []
+    bounds = np.cumsum(packed.lengths)[:-1]
+    id_parts = np.split(packed.ids, bounds)
+    if packed.type_ids is None:
+        return [Encoded(part, None) for part in id_parts]
+    type_parts = np.split(packed.type_ids, bounds)
+    return [Encoded(i, t) for i, t in zip(id_parts, type_parts, strict=True)]
 
 
 def as_arrays(encodings: Sequence[Encoding], *, with_types: bool) -> list[Encoded]:

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from kuberank_inference.app import create_app
 from kuberank_inference.config import parse_config
+from kuberank_inference.serving import torch_tokenizers
 from kuberank_inference.sources import ModelSource, go_offline
 from tests.integration.inference.modelfiles import build_cross_encoder, packaged_minilm_dir
 
@@ -89,8 +90,12 @@ def serve(aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]], tmp_pa
     """Start the real app around an already loaded runner; returns a client once /ready is 200."""
 
     async def start(runner: Any, *args: str) -> TestClient[Any, Any]:
+        """Tokenizer threads unless the test passes --tokenizer-processes (spawning workers
+        for every test would slow the suite down; their own tests ask for them)."""
         argv = ["--device-handshake-file", str(tmp_path / "device.json"), *args]
-        app = create_app(parse_config(argv, environ={}), load_model=lambda: runner)
+        config = parse_config(argv, environ={})
+        processes = torch_tokenizers(config) if "--tokenizer-processes" in args else None
+        app = create_app(config, load_model=lambda: runner, make_tokenizers=processes)
         client = await aiohttp_client(app, server_kwargs={"handler_cancellation": True})
         for _ in range(600):
             response = await client.get("/ready")
