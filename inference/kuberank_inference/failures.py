@@ -65,6 +65,18 @@ class InputTooLongError(InvalidRequestError):
         fields = (self.index, self.where, self.tokens, self.limit, self.with_query, self.at_least)
         return (_input_too_long, fields)
 
+    def shifted(self, offset: int) -> InputTooLongError:
+        """The same error for a slice of the texts that began at `offset`."""
+        index = self.index + offset
+        return _input_too_long(
+            index,
+            f"texts[{index}]" if self.where.startswith("texts[") else self.where,
+            self.tokens,
+            self.limit,
+            self.with_query,
+            self.at_least,
+        )
+
     def renamed(self, where: str) -> InputTooLongError:
         return InputTooLongError(
             index=self.index,

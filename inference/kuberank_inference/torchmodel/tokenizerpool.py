@@ -4,16 +4,18 @@ arrays, about 40 µs a pair) holds the server's GIL, which the event loop and th
 kernel launches need (measured on an H200 with the base shape: the GIL was held 59 % of the time
 at 5,575 pairs/s, 44 % of that by tokenizer threads).
 
-A request crosses as its texts; its sequences come back as three flat arrays (`Packed`) and are
-unpacked into views. A client that leaves is seen by the worker between chunks through one byte
-of shared memory per request in flight (its slot). A worker that dies fails the requests it held
-and the pool is started again.
+A request crosses as its texts (split over idle workers); its sequences come back as three flat
+arrays (`Packed`) and are unpacked into views. A client that leaves is seen by the worker between
+chunks through one byte of shared memory per request in flight (its slot). A worker that dies
+fails the requests it held and the pool is started again.
 
 This module does not import torch: the workers import only the tokenizer.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import multiprocessing
 import os
@@ -22,12 +24,17 @@ import threading
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kuberank_inference.engine.contracts import ModelInput, TokenizedSequence
-from kuberank_inference.failures import InferenceFailedError
+from kuberank_inference.failures import (
+    InferenceFailedError,
+    InputTooLongError,
+    RequestAbandonedError,
+)
 from kuberank_inference.torchmodel.tokenizing import (
+    Encoded,
     Packed,
     SequenceTokenizer,
     TokenizerSpec,
@@ -38,25 +45,66 @@ from kuberank_inference.torchmodel.tokenizing import (
 log = logging.getLogger(__name__)
 
 SLOTS = 65536  # requests in tokenization at once that a leaving client can stop mid-way
+MIN_PART = 8  # texts: a smaller request is never split over workers
 _START_SECONDS = 120.0
+
+
+@dataclass(slots=True)
+class _Part:
+    """A slice of a request's texts on one worker; `start` is its first text's index."""
+
+    start: int
+    slot: int
+    inner: Future[Packed]
 
 
 @dataclass(slots=True)
 class ProcessTicket:
     future: Future[list[TokenizedSequence]]
-    _inner: Future[Packed]
-    _slot: int
+    parts: list[_Part]
     _pool: ProcessTokenizers
 
     def abandon(self) -> None:
-        self._pool.abandon(self._slot)
-        self._inner.cancel()
+        for part in self.parts:
+            self._pool.abandon(part.slot)
+            part.inner.cancel()
         self.future.cancel()
+
+
+class _Gather:
+    """The parts' results, joined in order into the request's future once all are in; the
+    error of the earliest part that failed, if any did (as one worker would have raised it)."""
+
+    def __init__(self, outer: Future[list[TokenizedSequence]], count: int) -> None:
+        self._outer = outer
+        self._results: list[list[Encoded] | BaseException | None] = [None] * count
+        self._remaining = count
+        self._lock = threading.Lock()
+
+    def put(self, index: int, result: list[Encoded] | BaseException) -> None:
+        with self._lock:
+            self._results[index] = result
+            self._remaining -= 1
+            if self._remaining:
+                return
+        if not self._outer.set_running_or_notify_cancel():
+            return  # the client left
+        joined: list[TokenizedSequence] = []
+        for part in self._results:
+            if isinstance(part, BaseException):
+                self._outer.set_exception(part)
+                return
+            joined.extend(part or [])
+        self._outer.set_result(joined)
 
 
 class ProcessTokenizers:
     """`workers` spawned processes, each with its own copy of the tokenizer; every worker is
-    started (and has tokenized once) before the constructor returns."""
+    started (and has tokenized once) before the constructor returns.
+
+    A request goes to one worker when the others are busy; when some are idle it is split into
+    slices of at least MIN_PART texts over them, so that one request alone is tokenized on as
+    many CPUs as it was on the server's threads (which shared the Rust tokenizer's thread pool)."""
 
     def __init__(self, spec: TokenizerSpec, *, workers: int, threads_per_worker: int) -> None:
         self._spec = spec
@@ -66,6 +114,7 @@ class ProcessTokenizers:
         self._flags: Any = self._context.RawArray("b", SLOTS)
         self._lock = threading.Lock()
         self._free: deque[int] = deque(range(SLOTS))
+        self._running = 0  # parts submitted and not yet finished
         self._restarting = threading.Lock()
         self._pool = self._start()
 
@@ -82,17 +131,23 @@ class ProcessTokenizers:
         return pool
 
     def submit(self, request: ModelInput) -> ProcessTicket:
-        slot = self._take()
+        bounds = self._split(request.size)
         outer: Future[list[TokenizedSequence]] = Future()
-        pool = self._pool
-        try:
-            inner = pool.submit(_encode, request, slot)
-        except BrokenProcessPool:  # a worker died since the last request: start them again
-            self._restart(pool)
-            pool = self._pool
-            inner = pool.submit(_encode, request, slot)
-        inner.add_done_callback(lambda done: self._finish(done, outer, slot, pool))
-        return ProcessTicket(outer, inner, slot, self)
+        gather = _Gather(outer, len(bounds))
+        parts: list[_Part] = []
+        for index, (start, stop) in enumerate(bounds):
+            piece = (
+                request if len(bounds) == 1 else replace(request, texts=request.texts[start:stop])
+            )
+            slot = self._take()
+            pool, inner = self._submit(piece, slot)
+            inner.add_done_callback(
+                functools.partial(
+                    self._finish, gather=gather, index=index, start=start, slot=slot, pool=pool
+                )
+            )
+            parts.append(_Part(start, slot, inner))
+        return ProcessTicket(outer, parts, self)
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (for tests and diagnostics)."""
@@ -105,6 +160,25 @@ class ProcessTokenizers:
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _split(self, size: int) -> list[tuple[int, int]]:
+        """[start, stop) of each part: one per idle worker, each of at least MIN_PART texts."""
+        with self._lock:
+            idle = self._workers - self._running
+        count = max(1, min(idle, size // MIN_PART))
+        edges = [size * i // count for i in range(count + 1)]
+        return list(itertools.pairwise(edges))
+
+    def _submit(self, piece: ModelInput, slot: int) -> tuple[ProcessPoolExecutor, Future[Packed]]:
+        with self._lock:
+            self._running += 1
+        pool = self._pool
+        try:
+            return pool, pool.submit(_encode, piece, slot)
+        except BrokenProcessPool:  # a worker died since the last request: start them again
+            self._restart(pool)
+            pool = self._pool
+            return pool, pool.submit(_encode, piece, slot)
+
     def _take(self) -> int:
         """A free slot, cleared; -1 when all are taken (that request cannot stop mid-way)."""
         with self._lock:
@@ -113,22 +187,23 @@ class ProcessTokenizers:
             self._flags[slot] = 0
         return slot
 
-    def _release(self, slot: int) -> None:
-        if slot >= 0:
-            with self._lock:
-                self._free.append(slot)
-
     def _finish(
         self,
         done: Future[Packed],
-        outer: Future[list[TokenizedSequence]],
+        *,
+        gather: _Gather,
+        index: int,
+        start: int,
         slot: int,
         pool: ProcessPoolExecutor,
     ) -> None:
-        """In the pool's thread: unpack the worker's arrays into the request's future."""
-        self._release(slot)
-        if done.cancelled() or not outer.set_running_or_notify_cancel():
-            outer.cancel()
+        """In the pool's thread: one part's arrays unpacked, or its error, to the gathering."""
+        with self._lock:
+            self._running -= 1
+            if slot >= 0:
+                self._free.append(slot)
+        if done.cancelled():
+            gather.put(index, RequestAbandonedError("the client left before its turn"))
             return
         error = done.exception()
         if isinstance(error, BrokenProcessPool):
@@ -137,10 +212,9 @@ class ProcessTokenizers:
             error = InferenceFailedError(
                 "inference failed: a tokenizer process died while it tokenized this request"
             )
-        if error is not None:
-            outer.set_exception(error)
-            return
-        outer.set_result(list(unpack(done.result())))
+        if isinstance(error, InputTooLongError) and start and error.index >= 0:
+            error = error.shifted(start)  # the index in the whole request, not in the slice
+        gather.put(index, error if error is not None else unpack(done.result()))
 
     def _restart(self, broken: ProcessPoolExecutor) -> None:
         """Replace a broken pool, once however many requests saw it broken."""

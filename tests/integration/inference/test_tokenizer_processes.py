@@ -31,7 +31,11 @@ def pool(cross_runner: Any) -> Iterator[ProcessTokenizers]:
     tokenizers.shutdown()
 
 
+MANY = [f"document number {i} " + "about pods " * (i % 7) for i in range(40)]
+
 REQUESTS: list[ModelInput] = [
+    PairsInput("split over the workers", MANY, truncate=False),
+    TextsInput(MANY, truncate=True, max_text_tokens=5),
     PairsInput("what is a pod", ["a pod is a group of containers", "", "x " * 40], truncate=False),
     PairsInput("long query " * 200, ["doc one", "doc " * 300], truncate=True),
     PairsInput("q", ["left cut " * 300], truncate=True, direction="left"),
@@ -67,17 +71,33 @@ def test_a_too_long_text_is_refused_with_its_index_and_limit(pool: ProcessTokeni
     assert "truncate" in raised.value.message
 
 
+def test_a_split_request_reports_its_earliest_too_long_text(pool: ProcessTokenizers) -> None:
+    texts = ["short"] * 40
+    texts[13] = texts[31] = "word " * 2000
+    ticket = pool.submit(PairsInput("q", texts, truncate=False))
+    assert len(ticket.parts) == 2  # both workers idle: one slice each
+    with pytest.raises(InputTooLongError) as raised:
+        ticket.future.result(timeout=60)
+    assert (raised.value.index, raised.value.where) == (13, "texts[13]")
+    ticket = pool.submit(PairsInput("q", texts[20:], truncate=False))
+    with pytest.raises(InputTooLongError) as raised:
+        ticket.future.result(timeout=60)
+    assert (raised.value.index, raised.value.where) == (11, "texts[11]")
+
+
 def test_the_worker_stops_once_the_client_left(pool: ProcessTokenizers) -> None:
     # thousands of chunks' worth: the worker checks the slot between chunks and gives up
     request = PairsInput("q", ["some words to tokenize " * 20] * 20_000, truncate=True)
     ticket = pool.submit(request)
-    pool.abandon(ticket._slot)  # what ticket.abandon() does, but the inner future still reports
-    with pytest.raises(RequestAbandonedError):
-        ticket._inner.result(timeout=120)
+    for part in ticket.parts:  # what ticket.abandon() does, but the parts' futures still report
+        pool.abandon(part.slot)
+    for part in ticket.parts:
+        with pytest.raises(RequestAbandonedError):
+            part.inner.result(timeout=120)
     with pytest.raises(RequestAbandonedError):  # and the request's own future says so
         ticket.future.result(timeout=60)
     # the slot is free again and cleared: the next request runs to the end
-    assert len(pool.submit(REQUESTS[0]).future.result(timeout=60)) == 3
+    assert len(pool.submit(REQUESTS[2]).future.result(timeout=60)) == 3
 
 
 def test_a_killed_worker_is_replaced(cross_runner: Any) -> None:
@@ -88,7 +108,7 @@ def test_a_killed_worker_is_replaced(cross_runner: Any) -> None:
         outcomes: list[str] = []
         for _ in range(3):  # the death is noticed at the next submit, or fails the one in flight
             try:
-                outcomes.append(str(len(tokenizers.submit(REQUESTS[0]).future.result(timeout=60))))
+                outcomes.append(str(len(tokenizers.submit(REQUESTS[2]).future.result(timeout=60))))
             except InferenceFailedError as error:
                 outcomes.append(error.message)
         assert outcomes[-1] == "3", outcomes
@@ -100,6 +120,7 @@ def test_a_killed_worker_is_replaced(cross_runner: Any) -> None:
 
 def test_packed_sequences_unpack_to_views(pool: ProcessTokenizers) -> None:
     sequences = cast(list[Encoded], pool.submit(REQUESTS[0]).future.result(timeout=60))
+    assert len(sequences) == 40
     again = unpack(pack(sequences))
     assert [s.num_tokens for s in again] == [s.num_tokens for s in sequences]
     assert unpack(pack([])) == []
