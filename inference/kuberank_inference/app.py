@@ -63,7 +63,7 @@ TokenizersFactory = Callable[[ServableModel, int], Tokenizers | None]
 
 
 def engine_settings(config: ServerConfig, *, cpus: int | None = None) -> EngineSettings:
-    """The engine's settings; tokenizer threads 0 means one per CPU of the container's quota."""
+    """The engine's settings; tokenizer workers 0 means one per CPU of the container's quota."""
     workers = config.tokenization_workers or default_tokenization_workers(
         read_cpu_budget() if cpus is None else cpus
     )

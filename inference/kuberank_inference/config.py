@@ -224,7 +224,8 @@ class ServerConfig(BaseSettings):
         description="tokenize in worker processes of their own, so that turning the "
         "tokenizer's output into arrays (Python, about 40 µs a pair) never holds the server's "
         "GIL, which the event loop and the kernel launches need; each worker holds a copy of "
-        "the tokenizer (about 85 MB resident with a BERT vocabulary). off: threads of the server process",
+        "the tokenizer (about 85 MB resident with a BERT vocabulary). off: threads of the "
+        "server process",
     )
     calibration: Literal["auto", "on", "off"] = Field(
         "auto",

@@ -63,7 +63,7 @@ def cpu_budget(
 
 
 def default_tokenization_workers(cpus: int) -> int:
-    """Tokenizer threads for `cpus` CPUs: one per CPU, up to MAX_TOKENIZATION_WORKERS."""
+    """Tokenizer workers for `cpus` CPUs: one per CPU, up to MAX_TOKENIZATION_WORKERS."""
     return max(1, min(MAX_TOKENIZATION_WORKERS, cpus))
 
 

@@ -215,7 +215,8 @@ class InferenceMetrics:
         )
         self.tokenization_duration = Histogram(
             "kuberank_inference_tokenization_duration_seconds",
-            "Time to tokenize one request (on the tokenizer threads).",
+            "Time to tokenize one request (on the tokenizer processes or threads, waiting for "
+            "one included).",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -121,8 +121,9 @@ class BatchHandle(Protocol):
 class ModelRunner(Protocol):
     """The model adapter: tokenizes, runs batches, and reads results back.
 
-    `encode` runs on tokenizer threads; `start_batch` and `finish_batch` run on the single batch
-    worker thread, so a runner may launch batch k+1 before batch k is read back.
+    `encode` runs on tokenizer threads (unless the server tokenizes in processes of its own);
+    `start_batch` and `finish_batch` run on the single batch worker thread, so a runner may
+    launch batch k+1 before batch k is read back.
     """
 
     @property
