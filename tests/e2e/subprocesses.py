@@ -1,8 +1,10 @@
-"""Child processes of the e2e tests and one HTTP request to them, all on loopback."""
+"""Child processes of the e2e tests (the harness's own command line among them) and one HTTP
+request to them, all on loopback."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -11,7 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from localcluster.cluster import KEEP_LOGS_ENV
+
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 # Child processes share two cores with the whole suite: one torch thread each.
 QUIET_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -60,3 +65,25 @@ def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 10) -> No
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+def localcluster_cli(
+    command: str, *, state_dir: Path, real_node: bool, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """`python -m localcluster COMMAND` on a cluster of its own in `state_dir`, with or without
+    the machine's one real node (which the session's cluster holds unless a test takes it)."""
+    env = {
+        **os.environ,
+        "KUBERANK_CLUSTER_DIR": str(state_dir),
+        "KUBERANK_REAL_NODE": "1" if real_node else "0",
+    }
+    env.pop(KEEP_LOGS_ENV, None)  # a throwaway cluster: its logs go with it
+    return subprocess.run(
+        [sys.executable, "-m", "localcluster", command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

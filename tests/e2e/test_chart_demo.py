@@ -7,28 +7,18 @@ state directory, so it never meets the session's cluster or a developer's `make 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.subprocesses import localcluster_cli
 
 
 def run_cli(command: str, state_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "localcluster", command],
-        cwd=REPO,
-        # the kwok story; step 8's real containers: tests/e2e/test_demo_real_pods.py
-        env={**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir), "KUBERANK_REAL_NODE": "0"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    # the kwok story; step 8's real containers: tests/e2e/test_demo_real_pods.py
+    return localcluster_cli(command, state_dir=state_dir, real_node=False, timeout=timeout)
 
 
 def test_demo_answers_a_query_on_a_ready_rerankerdeployment_and_cleans_up(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from localcluster.nodes import DEFAULT_POOL, GPU_RESOURCE, NODE_POOL_LABEL
 from localcluster.processes import group_members
 from localcluster.stages import CUSTOM_STATUS_ANNOTATION, CUSTOM_STATUS_VALUE
 from localcluster.toolchain import REPO_ROOT, VERSIONS_FILE, parse_versions
+from tests.e2e.subprocesses import localcluster_cli
 
 MIG_RESOURCE = "nvidia.com/mig-1g.10gb"
 H100_NODES = {"gpu-h100-0", "gpu-h100-1"}
@@ -392,19 +393,10 @@ def test_a_second_cluster_runs_beside_and_sigterm_leaves_nothing_behind(
 
 def test_cli_up_status_down_leaves_no_process(tmp_path: Path) -> None:
     state_dir = tmp_path / "cluster"
-    # the session's cluster holds the machine's one real node (tests/e2e/test_real_node.py)
-    env = {**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir), "KUBERANK_REAL_NODE": "0"}
 
     def cli(command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "localcluster", command],
-            cwd=REPO_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        # the session's cluster holds the machine's one real node (tests/e2e/test_real_node.py)
+        return localcluster_cli(command, state_dir=state_dir, real_node=False, timeout=180)
 
     try:
         up = cli("up")

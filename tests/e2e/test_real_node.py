@@ -31,6 +31,7 @@ from tests.e2e.realnode_support import (
     wait_phase,
     wait_ready,
 )
+from tests.e2e.subprocesses import localcluster_cli
 
 NOTHING_LEFT: dict[str, list[str]] = {
     "processes": [],
@@ -172,20 +173,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _cli(state_dir: Path, command: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KUBERANK_CLUSTER_DIR": str(state_dir), realnode.ENABLE_ENV: "1"}
-    env.pop("KUBERANK_CLUSTER_LOGS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "localcluster", command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def _kubectl(state_dir: Path, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
         [str(state_dir / "bin" / "kubectl"), f"--kubeconfig={state_dir / 'kubeconfig'}", *args],
@@ -240,13 +227,13 @@ def test_down_stops_a_cluster_with_a_real_node_and_leaves_nothing(
     _assert_nothing_left(local_cluster.state_dir)
     state_dir = tmp_path / "cluster"
     try:
-        up = _cli(state_dir, "up")
+        up = localcluster_cli("up", state_dir=state_dir, real_node=True, timeout=300)
         assert up.returncode == 0, up.stdout + up.stderr
         assert "real-0" in up.stdout  # `up` shows the node
         _run_a_pod_with_volumes(state_dir)
         _assert_something_to_clean(state_dir)
     finally:
-        down = _cli(state_dir, "down")
+        down = localcluster_cli("down", state_dir=state_dir, real_node=True, timeout=300)
     assert down.returncode == 0, down.stderr
     _assert_nothing_left(state_dir)
     assert not state_dir.exists()
