@@ -252,6 +252,7 @@ def parse_spec(raw: Mapping[str, Any]) -> RerankerSpec:
             ),
             batches_in_flight=_int(batching, "batchesInFlight", db.batches_in_flight, bw),
             tokenization_workers=_int(batching, "tokenizationWorkers", db.tokenization_workers, bw),
+            tokenizer_processes=_bool(batching, "tokenizerProcesses", db.tokenizer_processes, bw),
             calibration=_parse_calibration(_section(batching, "calibration", bw)),
         ),
         autoscaling=_parse_autoscaling(_section(raw, "autoscaling", where)),

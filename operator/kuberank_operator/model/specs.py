@@ -137,6 +137,7 @@ class BatchingSpec:
     max_client_batch_size: int = 1000
     batches_in_flight: int = 0
     tokenization_workers: int = 0
+    tokenizer_processes: bool = True  # False: the server's threads (less memory)
     calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
 
 

@@ -134,6 +134,8 @@ def batching_env(batching: BatchingSpec) -> list[dict[str, Any]]:
     rendered only when the spec sets it, so that a 0 or empty list leaves the server's own."""
     calibration = batching.calibration
     env = [] if calibration.mode == "auto" else [_env("KUBERANK_CALIBRATION", calibration.mode)]
+    if not batching.tokenizer_processes:
+        env.append(_env("KUBERANK_TOKENIZER_PROCESSES", "off"))
     chosen = (
         ("KUBERANK_MAX_BATCH_TOKENS", batching.max_batch_tokens),
         ("KUBERANK_BATCHES_IN_FLIGHT", batching.batches_in_flight),

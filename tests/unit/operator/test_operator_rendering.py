@@ -155,6 +155,7 @@ def test_by_default_the_server_calibrates_its_budget_and_batches_in_flight() -> 
         "KUBERANK_CALIBRATION_SECONDS",
         "KUBERANK_CALIBRATION_BUDGETS",
         "KUBERANK_CALIBRATION_BATCHES_IN_FLIGHT",
+        "KUBERANK_TOKENIZER_PROCESSES",
     ):
         assert chosen_by_the_server not in env
 
@@ -165,6 +166,7 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
             "maxBatchTokens": 32768,
             "batchesInFlight": 3,
             "tokenizationWorkers": 6,
+            "tokenizerProcesses": False,
             "calibration": {
                 "mode": "on",
                 "timeLimitSeconds": 8,
@@ -177,6 +179,7 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
     assert env["KUBERANK_MAX_BATCH_TOKENS"] == "32768"
     assert env["KUBERANK_BATCHES_IN_FLIGHT"] == "3"
     assert env["KUBERANK_TOKENIZATION_WORKERS"] == "6"
+    assert env["KUBERANK_TOKENIZER_PROCESSES"] == "off"
     assert env["KUBERANK_CALIBRATION"] == "on"
     assert env["KUBERANK_CALIBRATION_SECONDS"] == "8.0"
     assert env["KUBERANK_CALIBRATION_BUDGETS"] == "1024,2048"
@@ -187,6 +190,7 @@ def test_batching_fields_set_in_the_spec_reach_the_server() -> None:
     assert config.fixed_max_batch_tokens == 32768
     assert config.fixed_batches_in_flight == 3
     assert config.tokenization_workers == 6
+    assert config.tokenizer_processes == "off"
     assert config.calibrates()
     assert config.calibration_seconds == 8.0
     assert config.calibration_budgets == (1024, 2048)
