@@ -55,9 +55,7 @@ class _Started:
     """What the child reports once the model is loaded and warm."""
 
     info: ModelInfo
-    tokenizer_json: str
-    max_length: int
-    uses_type_ids: bool
+    tokenizer: TokenizerSpec
     resident_bytes: int
     device_uuids: list[str]
     memory: DeviceMemory | None
@@ -157,8 +155,7 @@ class ModelProcess:
         return self._started.resident_bytes
 
     def tokenizer_spec(self) -> TokenizerSpec:
-        started = self._started
-        return TokenizerSpec(started.tokenizer_json, started.max_length, started.uses_type_ids)
+        return self._started.tokenizer
 
     def device_uuids(self) -> list[str]:
         return list(self._started.device_uuids)
@@ -201,12 +198,9 @@ def _child_main(conn: Connection, settings: RunnerSettings, batches_in_flight: i
 
         with out_of_memory_reported():
             runner = TorchRunner(settings)  # warmed up and measured on the parent's requests
-        spec = runner.tokenizer_spec()
         started = _Started(
             info=runner.info,
-            tokenizer_json=spec.tokenizer_json,
-            max_length=spec.max_length,
-            uses_type_ids=spec.uses_type_ids,
+            tokenizer=runner.tokenizer_spec(),
             resident_bytes=runner.resident_bytes(),
             device_uuids=runner.device_uuids(),
             memory=runner.device_memory(),
