@@ -216,7 +216,7 @@ async def _bring_up(
             runner=model,
             settings=fitted,
             metrics=state.metrics,
-            tokenizers=(lambda: tokenizers) if tokenizers is not None else None,
+            tokenizers=tokenizers,
         )
         state.budget = budget
         state.calibration = report

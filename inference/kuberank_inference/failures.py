@@ -68,23 +68,15 @@ class InputTooLongError(InvalidRequestError):
     def shifted(self, offset: int) -> InputTooLongError:
         """The same error for a slice of the texts that began at `offset`."""
         index = self.index + offset
-        return _input_too_long(
-            index,
-            f"texts[{index}]" if self.where.startswith("texts[") else self.where,
-            self.tokens,
-            self.limit,
-            self.with_query,
-            self.at_least,
-        )
+        where = f"texts[{index}]" if self.where.startswith("texts[") else self.where
+        return self._moved(index, where)
 
     def renamed(self, where: str) -> InputTooLongError:
-        return InputTooLongError(
-            index=self.index,
-            where="query" if self.where == "query" else where,
-            tokens=self.tokens,
-            limit=self.limit,
-            with_query=self.with_query,
-            at_least=self.at_least,
+        return self._moved(self.index, "query" if self.where == "query" else where)
+
+    def _moved(self, index: int, where: str) -> InputTooLongError:
+        return _input_too_long(
+            index, where, self.tokens, self.limit, self.with_query, self.at_least
         )
 
 

@@ -94,9 +94,9 @@ class BatchEngine:
         settings: EngineSettings,
         metrics: InferenceMetrics,
         clock: Callable[[], float] = time.monotonic,
-        tokenizers: Callable[[], Tokenizers] | None = None,
+        tokenizers: Tokenizers | None = None,
     ) -> None:
-        """`tokenizers` makes where requests are tokenized (called at start); by default
+        """`tokenizers`: where requests are tokenized; by default (made at start)
         `settings.tokenization_workers` threads run the runner's own `encode`."""
         info = runner.info
         self._runner = runner
@@ -120,9 +120,7 @@ class BatchEngine:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: threading.Thread | None = None
-        self._make_tokenizers = tokenizers or (
-            lambda: ThreadTokenizers(runner.encode, workers=settings.tokenization_workers)
-        )
+        self._given_tokenizers = tokenizers
         self._tokenizers: Tokenizers | None = None
         self.last_success: float | None = None
         metrics.token_budget.set(self._budget.ceiling)
@@ -137,7 +135,9 @@ class BatchEngine:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tokenizers = self._make_tokenizers()
+        self._tokenizers = self._given_tokenizers or ThreadTokenizers(
+            self._runner.encode, workers=self._settings.tokenization_workers
+        )
         self._worker = threading.Thread(target=self._work, name="kuberank-batcher", daemon=True)
         self._worker.start()
 
