@@ -100,7 +100,7 @@ class _Gather:
 
 class ProcessTokenizers:
     """`workers` spawned processes, each with its own copy of the tokenizer; every worker is
-    started (and has tokenized once) before the constructor returns.
+    running, its tokenizer built, before the constructor returns.
 
     A request goes to one worker when the others are busy; when some are idle it is split into
     slices of at least MIN_PART texts over them, so that one request alone is tokenized on as
@@ -119,13 +119,17 @@ class ProcessTokenizers:
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
+        # The pool spawns a worker on a submit only while none is idle, so start-up tasks that
+        # return at once leave most workers to be spawned later, by requests, each paying its
+        # import on the request path (seen on an H200: half the workers still importing seconds
+        # after start-up). Each start-up task waits at a barrier until every worker holds one.
+        barrier = self._context.Barrier(self._workers)
         pool = ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=self._context,
             initializer=_start_worker,
-            initargs=(self._spec, self._flags, self._threads),
+            initargs=(self._spec, self._flags, self._threads, barrier),
         )
-        # one task per worker at once: the pool spawns them all now, not on the first requests
         for ready in [pool.submit(_ready) for _ in range(self._workers)]:
             ready.result(timeout=_START_SECONDS)
         return pool
@@ -229,6 +233,7 @@ class ProcessTokenizers:
 
 _tokenizer: SequenceTokenizer | None = None
 _flags: Any = None
+_barrier: Any = None
 
 
 class _Left:
@@ -241,16 +246,19 @@ class _Left:
         return bool(_flags[self._slot])
 
 
-def _start_worker(spec: TokenizerSpec, flags: Any, threads: int) -> None:
-    global _tokenizer, _flags
+def _start_worker(spec: TokenizerSpec, flags: Any, threads: int, barrier: Any) -> None:
+    global _tokenizer, _flags, _barrier
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when its workers stop
     # the Rust tokenizer's own thread pool, per worker (read when it first parallelizes)
     os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, threads)))
     _tokenizer = spec.build()
     _flags = flags
+    _barrier = barrier
 
 
 def _ready() -> int:
+    """A start-up task: returns once every worker of the pool has started and holds one."""
+    _barrier.wait(timeout=_START_SECONDS)
     return os.getpid()
 
 

@@ -100,6 +100,19 @@ def test_the_worker_stops_once_the_client_left(pool: ProcessTokenizers) -> None:
     assert len(pool.submit(REQUESTS[2]).future.result(timeout=60)) == 3
 
 
+def test_every_worker_runs_before_the_first_request(cross_runner: Any) -> None:
+    # the pool spawns on demand; start-up must not leave workers for requests to spawn
+    tokenizers = ProcessTokenizers(cross_runner.tokenizer_spec(), workers=4, threads_per_worker=1)
+    try:
+        started = sorted(tokenizers.worker_pids())
+        assert len(started) == 4
+        tickets = [tokenizers.submit(REQUESTS[0]) for _ in range(8)]
+        assert all(len(t.future.result(timeout=60)) == 40 for t in tickets)
+        assert sorted(tokenizers.worker_pids()) == started
+    finally:
+        tokenizers.shutdown()
+
+
 def test_a_killed_worker_is_replaced(cross_runner: Any) -> None:
     tokenizers = ProcessTokenizers(cross_runner.tokenizer_spec(), workers=1, threads_per_worker=1)
     try:
