@@ -231,10 +231,11 @@ class ServerConfig(BaseSettings):
         "auto",
         description="at start-up, measure pairs/s on a synthetic workload shaped like the "
         "DESIGN one at each of --calibration-budgets x --calibration-batches-in-flight (what "
-        "fits in free memory under the safety margin) and run at the smallest setting within "
-        "--calibration-tolerance of the best; --max-batch-tokens or --batches-in-flight, when "
-        "given, fix their axis. auto is on for CUDA and off on CPU (CPU throughput hardly "
-        "depends on the budget, and measuring would take the node's cores for seconds)",
+        "fits in free memory under the safety margin) and run at the largest setting (most "
+        "tokens in flight) within --calibration-tolerance of the best; --max-batch-tokens or "
+        "--batches-in-flight, when given, fix their axis. auto is on for CUDA and off on CPU "
+        "(CPU throughput hardly depends on the budget, and measuring would take the node's "
+        "cores for seconds)",
     )
     calibration_seconds: PositiveFloat = Field(
         15.0,
@@ -243,7 +244,7 @@ class ServerConfig(BaseSettings):
     )
     calibration_tolerance: Fraction = Field(
         0.03,
-        description="the calibration keeps the smallest setting whose pairs/s is within this "
+        description="the calibration keeps the largest setting whose pairs/s is within this "
         "fraction of the best measured (0 to 0.5)",
     )
     calibration_budgets: PositiveList = Field(

@@ -48,33 +48,39 @@ def measured(tokens: int, depth: int, rate: float) -> CurvePoint:
 # --- the choice ------------------------------------------------------------------------------
 
 
-def test_the_smallest_setting_within_the_tolerance_of_the_best_is_chosen() -> None:
+def test_the_largest_setting_within_the_tolerance_of_the_best_is_chosen() -> None:
     curve = [
         measured(8192, 1, 1800.0),
-        measured(8192, 2, 2300.0),
-        measured(16384, 1, 2500.0),
-        measured(16384, 2, 2700.0),  # within 3 % of 2757
-        measured(32768, 2, 2740.0),
-        measured(65536, 3, 2757.0),
+        measured(16384, 2, 2700.0),  # within 3 % of 2757, but smaller
+        measured(32768, 2, 2757.0),  # the best
+        measured(65536, 2, 2720.0),  # within 3 %, the most tokens in flight that is
+        measured(65536, 3, 2600.0),  # more in flight, but 6 % slower
     ]
     choice = choose_setting(curve, tolerance=0.03, fallback=FALLBACK)
     assert choice.state == "calibrated"
-    assert choice.setting == Setting(16384, 2)
-    assert choice.pairs_per_second == 2700.0
+    assert choice.setting == Setting(65536, 2)
+    assert choice.pairs_per_second == 2720.0
     assert choice.best_pairs_per_second == 2757.0
-    assert "within 3% of the best" in choice.reason
-    assert "65536 tokens x 3" in choice.reason
+    assert "the largest within 3% of the best" in choice.reason
+    assert "32768 tokens x 2" in choice.reason
 
 
 def test_with_no_tolerance_the_best_is_chosen() -> None:
-    curve = [measured(8192, 1, 1000.0), measured(65536, 3, 1001.0), measured(16384, 2, 999.0)]
+    curve = [measured(8192, 1, 1000.0), measured(65536, 3, 999.0), measured(16384, 2, 1001.0)]
     choice = choose_setting(curve, tolerance=0.0, fallback=FALLBACK)
-    assert choice.setting == Setting(65536, 3)
+    assert choice.setting == Setting(16384, 2)
     assert "the best measured" in choice.reason
 
 
-def test_at_one_budget_the_fewest_batches_in_flight_within_tolerance_win() -> None:
-    curve = [measured(32768, 1, 990.0), measured(32768, 2, 1000.0), measured(32768, 3, 1000.0)]
+def test_at_one_budget_the_most_batches_in_flight_within_tolerance_win() -> None:
+    curve = [measured(32768, 1, 1000.0), measured(32768, 2, 1000.0), measured(32768, 3, 990.0)]
+    assert choose_setting(curve, tolerance=0.03, fallback=FALLBACK).setting == Setting(32768, 3)
+    curve[2] = measured(32768, 3, 900.0)
+    assert choose_setting(curve, tolerance=0.03, fallback=FALLBACK).setting == Setting(32768, 2)
+
+
+def test_equal_tokens_in_flight_go_to_the_larger_budget() -> None:
+    curve = [measured(16384, 2, 1000.0), measured(32768, 1, 1000.0)]
     assert choose_setting(curve, tolerance=0.03, fallback=FALLBACK).setting == Setting(32768, 1)
 
 
@@ -226,8 +232,8 @@ def _budget_class(tokens: int) -> int:
 
 
 def saturating(tokens: int, depth: int) -> float:
-    """Throughput that rises with the budget and flattens: 65536x3 is the best, 32768x2 is within
-    2 % of it, and a deeper pipeline helps by a few percent."""
+    """Throughput that rises with the budget and flattens: 65536x3 is the best and the largest,
+    32768x2 is within 2 % of it, and a deeper pipeline helps by a few percent."""
     base = {8192: 1800.0, 16384: 2400.0, 32768: 2650.0, 65536: 2700.0}[tokens]
     return base * (1.0 + 0.01 * (depth - 1))
 
@@ -256,8 +262,10 @@ def test_the_loop_measures_the_given_curve_and_the_choice_follows_it() -> None:
         expected = saturating(point.setting.max_batch_tokens, point.setting.batches_in_flight)
         assert point.pairs_per_second == pytest.approx(expected, rel=0.02)
         assert point.batches >= 4
-    assert choose_setting(curve, tolerance=0.03, fallback=FALLBACK).setting == Setting(32768, 2)
-    assert choose_setting(curve, tolerance=0.0, fallback=FALLBACK).setting == Setting(65536, 3)
+    assert choose_setting(curve, tolerance=0.03, fallback=FALLBACK).setting == Setting(65536, 3)
+    # without the largest (say it did not fit), 65536 x 2 is within 1 % of the best left
+    within = [point for point in curve if point.setting != Setting(65536, 3)]
+    assert choose_setting(within, tolerance=0.03, fallback=FALLBACK).setting == Setting(65536, 2)
     assert clock.now <= 20.0 + 2.0  # each trial stops once its share is spent (one batch over)
 
 
@@ -320,8 +328,8 @@ def test_calibrate_reports_the_curve_the_choice_and_the_device() -> None:
     )
     body = report.as_json()
     assert body["state"] == "calibrated"
-    assert body["max_batch_tokens"] == 32768
-    assert body["batches_in_flight"] == 2
+    assert body["max_batch_tokens"] == 65536
+    assert body["batches_in_flight"] == 3
     assert body["device_name"] == "cpu"
     assert body["time_limit_seconds"] == 20.0
     curve = body["curve"]
