@@ -140,7 +140,7 @@ async def start(
         port=config.metrics_port,
         registry=REGISTRY,
         healthy=lambda: controller.alive,
-        ready=runtime.ready.is_set,
+        unready_reason=lambda: unready_reason(runtime),
     )
     await runtime.server.start()
     logger.info(
@@ -165,6 +165,13 @@ async def start(
         on_follow=lambda: follow(runtime),
     )
     runtime.elector.start()
+
+
+def unready_reason(runtime: Runtime) -> str | None:
+    """/readyz: None once the watches are listed and the API server answers our calls."""
+    if not runtime.ready.is_set():
+        return "starting: watches not yet listed"
+    return runtime.api.reachability.problem() if runtime.api is not None else None
 
 
 async def lead(runtime: Runtime) -> None:

@@ -25,7 +25,9 @@ from typing import Any
 
 import kubernetes.client
 import kubernetes.config
+import urllib3.exceptions
 
+from kuberank_operator.cluster.reachability import Reachability
 from kuberank_operator.model import naming
 from kuberank_operator.model.naming import Owner
 
@@ -79,9 +81,12 @@ def _error_message(data: bytes) -> str:
 
 
 class KubeApi:
-    def __init__(self, api_client: Any, *, threads: int = 8) -> None:
+    def __init__(
+        self, api_client: Any, *, threads: int = 8, reachability: Reachability | None = None
+    ) -> None:
         self._client = api_client
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kubeapi")
+        self.reachability = reachability or Reachability()
 
     @classmethod
     def from_environment(cls, *, kubeconfig: str | None = None, threads: int = 8) -> KubeApi:
@@ -122,9 +127,14 @@ class KubeApi:
             response = self._client.call_api(*params, _request_timeout=REQUEST_TIMEOUT_S)
             response.read()
         except kubernetes.client.ApiException as exc:
+            self.reachability.answered()
             raise ApiError(int(exc.status or 0), str(exc.reason)) from exc
-        except OSError as exc:
-            raise ApiError(0, f"no answer from the API server: {exc}") from exc
+        except (OSError, urllib3.exceptions.HTTPError) as exc:
+            # urllib3 raises its own errors (MaxRetryError, ProtocolError), not OSError
+            message = f"no answer from the API server: {exc}"
+            self.reachability.unanswered(message)
+            raise ApiError(0, message) from exc
+        self.reachability.answered()
         data = response.data or b""
         if not 200 <= response.status < 300:
             raise ApiError(response.status, _error_message(data))

@@ -17,13 +17,13 @@ class OpsServer:
         port: int,
         registry: CollectorRegistry,
         healthy: Callable[[], bool],
-        ready: Callable[[], bool],
+        unready_reason: Callable[[], str | None],
     ) -> None:
         self._host = host
         self._port = port
         self._registry = registry
         self._healthy = healthy
-        self._ready = ready
+        self._unready_reason = unready_reason
         self._runner: web.AppRunner | None = None
         self.bound_port = 0
 
@@ -44,9 +44,10 @@ class OpsServer:
         return web.json_response({"status": "reconcile workers stopped"}, status=503)
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        if self._ready():
+        reason = self._unready_reason()
+        if reason is None:
             return web.json_response({"status": "ready"})
-        return web.json_response({"status": "starting: watches not yet listed"}, status=503)
+        return web.json_response({"status": reason}, status=503)
 
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
