@@ -96,8 +96,9 @@ class BatchEngine:
         clock: Callable[[], float] = time.monotonic,
         tokenizers: Tokenizers | None = None,
     ) -> None:
-        """`tokenizers`: where requests are tokenized; by default (made at start)
-        `settings.tokenization_workers` threads run the runner's own `encode`."""
+        """`tokenizers`: where requests are tokenized; by default
+        `settings.tokenization_workers` threads (started on the first request) run the runner's
+        own `encode`."""
         info = runner.info
         self._runner = runner
         self._settings = settings
@@ -120,8 +121,9 @@ class BatchEngine:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: threading.Thread | None = None
-        self._given_tokenizers = tokenizers
-        self._tokenizers: Tokenizers | None = None
+        self._tokenizers: Tokenizers = tokenizers or ThreadTokenizers(
+            runner.encode, workers=settings.tokenization_workers
+        )
         self.last_success: float | None = None
         metrics.token_budget.set(self._budget.ceiling)
 
@@ -135,9 +137,6 @@ class BatchEngine:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._tokenizers = self._given_tokenizers or ThreadTokenizers(
-            self._runner.encode, workers=self._settings.tokenization_workers
-        )
         self._worker = threading.Thread(target=self._work, name="kuberank-batcher", daemon=True)
         self._worker.start()
 
@@ -148,8 +147,7 @@ class BatchEngine:
             self._cond.notify_all()
         if self._worker is not None:
             await asyncio.to_thread(self._worker.join)
-        if self._tokenizers is not None:
-            self._tokenizers.shutdown()
+        self._tokenizers.shutdown()
         for job in list(self._jobs.values()):
             if not job.future.done():
                 job.future.set_exception(NotReadyError("the server is shutting down"))
@@ -158,7 +156,7 @@ class BatchEngine:
     async def run(self, request: ModelInput) -> Completed:
         """Score or embed every sequence of one request; OverloadedError at once when full."""
         size = request.size
-        if self._stopping or self._loop is None or self._tokenizers is None:
+        if self._stopping or self._loop is None:
             raise NotReadyError("the server is not accepting work (starting or shutting down)")
         limit = self._settings.max_concurrent_pairs
         if self._in_flight_pairs + size > limit:
